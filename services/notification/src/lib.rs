@@ -1,0 +1,178 @@
+//! The notification service: consumer group `notification` on `payments`. "Sends" the customer
+//! message (a structured log line, as the original demo printed it), keeps the recent ones at
+//! `GET /notifications`, and never sends twice for a payment event still in its window.
+
+mod outbox;
+
+pub use outbox::{Notification, Outbox, message_for};
+
+use axum::extract::{Query, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use events::{PaymentProcessed, topics};
+use platform::config::{ConfigError, Env};
+use platform::kafka::{HandleError, Handler, RecordMeta, Rejection};
+use platform::{Api, ServiceConfig, Subscription};
+use prometheus::{IntCounter, IntCounterVec, Opts};
+use serde::Deserialize;
+use serde_json::json;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub const SERVICE: &str = "notification";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub service: ServiceConfig,
+    /// `HTTP_ADDR`: where `GET /notifications` is served.
+    pub http_addr: SocketAddr,
+    /// `NOTIFICATION_DEDUP_WINDOW`: how many recent payment events are remembered to avoid sending twice.
+    pub dedup_window: usize,
+    /// `NOTIFICATION_HISTORY`: how many sent notifications `GET /notifications` keeps.
+    pub history: usize,
+}
+
+impl Config {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            service: ServiceConfig::from_env(env, SERVICE)?,
+            http_addr: env.addr("HTTP_ADDR", "0.0.0.0:8080")?,
+            dedup_window: env.checked(
+                "NOTIFICATION_DEDUP_WINDOW",
+                100_000,
+                "a positive whole number",
+                |n: &usize| *n > 0,
+            )?,
+            history: env.checked(
+                "NOTIFICATION_HISTORY",
+                1_000,
+                "a positive whole number",
+                |n: &usize| *n > 0,
+            )?,
+        })
+    }
+}
+
+struct Notifier {
+    outbox: Arc<Mutex<Outbox>>,
+    sent: IntCounterVec,
+    duplicates: IntCounter,
+}
+
+impl Handler for Notifier {
+    type Input = PaymentProcessed;
+
+    fn decode(&self, payload: Option<&[u8]>) -> Result<PaymentProcessed, Rejection> {
+        events::decode(payload).map_err(|e| Rejection {
+            kind: e.kind(),
+            reason: e.to_string(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        payment: PaymentProcessed,
+        _meta: &RecordMeta,
+    ) -> Result<(), HandleError> {
+        let sent = self
+            .outbox
+            .lock()
+            .expect("outbox lock")
+            .send(&payment, chrono::Utc::now());
+        match sent {
+            Some(n) => {
+                self.sent
+                    .with_label_values(&[payment.status.as_str()])
+                    .inc();
+                tracing::info!(
+                    order_id = %n.order_id,
+                    user_id = n.user_id,
+                    status = payment.status.as_str(),
+                    channel = "email",
+                    "{}",
+                    n.message
+                );
+            }
+            None => {
+                self.duplicates.inc();
+                tracing::info!(event_id = %payment.event_id, order_id = %payment.order_id, "duplicate payment event; notification already sent");
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    order_id: Option<Uuid>,
+    limit: Option<usize>,
+}
+
+async fn list(
+    State(outbox): State<Arc<Mutex<Outbox>>>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<serde_json::Value>, platform::http::ApiError> {
+    let Query(q) = query.map_err(|e| {
+        platform::http::ApiError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "invalid_query",
+            e.body_text(),
+        )
+    })?;
+    let outbox = outbox.lock().expect("outbox lock");
+    let notifications = outbox.recent(q.order_id, q.limit.unwrap_or(100));
+    Ok(Json(json!({
+        "sent_total": outbox.sent_total(),
+        "duplicates_skipped": outbox.duplicates(),
+        "notifications": notifications,
+    })))
+}
+
+/// Runs the service until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), platform::Error> {
+    let subscription = Subscription {
+        group: "notification",
+        topic: topics::PAYMENTS,
+        writes: &[],
+    };
+    platform::run_consumer(&config.service, subscription, shutdown, |rt, _publisher| {
+        let outbox = Arc::new(Mutex::new(Outbox::new(config.dedup_window, config.history)));
+        let sent = IntCounterVec::new(
+            Opts::new(
+                "notifications_sent_total",
+                "Customer notifications sent, by payment status.",
+            ),
+            &["status"],
+        )
+        .expect("valid metric");
+        let duplicates = IntCounter::new(
+            "notifications_duplicates_total",
+            "Payment events seen again and not notified twice.",
+        )
+        .expect("valid metric");
+        rt.metrics.register(Box::new(sent.clone()));
+        rt.metrics.register(Box::new(duplicates.clone()));
+        let router = platform::http::api(
+            Router::new()
+                .route("/notifications", get(list))
+                .with_state(outbox.clone()),
+            1024,
+        );
+        let handler = Notifier {
+            outbox,
+            sent,
+            duplicates,
+        };
+        (
+            handler,
+            Some(Api {
+                addr: config.http_addr,
+                router,
+            }),
+        )
+    })
+    .await
+}

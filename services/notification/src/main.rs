@@ -1,0 +1,11 @@
+use platform::config::{self, Env};
+use platform::{shutdown, telemetry};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let env = Env::from_process();
+    let config = config::or_exit(notification::Config::from_env(&env));
+    let _telemetry = telemetry::init(&env, notification::SERVICE)?;
+    notification::run(config, shutdown::on_signal()).await?;
+    Ok(())
+}

@@ -1,0 +1,188 @@
+//! The order service: `POST /orders` and a built-in generator publish `order_created` to `orders`,
+//! keyed by `order_id`. The HTTP (or generator) span is the root of each order's trace.
+
+mod generator;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::post;
+use axum::{Json, Router};
+use chrono::Utc;
+use events::{NewOrder, OrderCreated, limits, topics};
+use platform::config::{ConfigError, Env};
+use platform::http::{ApiError, JsonBody, Server};
+use platform::kafka::{BrokerProbe, Publisher};
+use platform::{Runtime, ServiceConfig};
+use prometheus::IntCounterVec;
+use serde_json::json;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+pub const SERVICE: &str = "order";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub service: ServiceConfig,
+    /// `HTTP_ADDR`: where the order API listens.
+    pub http_addr: SocketAddr,
+    /// `ORDER_GENERATOR_RATE`: generated orders per second; 0 turns the generator off.
+    pub generator_rate: f64,
+}
+
+impl Config {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            service: ServiceConfig::from_env(env, SERVICE)?,
+            http_addr: env.addr("HTTP_ADDR", "0.0.0.0:8080")?,
+            generator_rate: env.checked(
+                "ORDER_GENERATOR_RATE",
+                0.0,
+                "orders per second, from 0 (off) to 10000",
+                |r: &f64| (0.0..=10_000.0).contains(r),
+            )?,
+        })
+    }
+}
+
+/// What the API and the generator share.
+#[derive(Clone)]
+struct Orders {
+    publisher: Publisher,
+    created: IntCounterVec,
+}
+
+impl Orders {
+    /// Validates and publishes one order; the order is accepted once the broker has it.
+    async fn place(&self, order: NewOrder, source: &'static str) -> Result<OrderCreated, ApiError> {
+        order.validate().map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_failed",
+                e.to_string(),
+            )
+        })?;
+        let event = OrderCreated::new(order, Utc::now());
+        let payload = serde_json::to_vec(&event).expect("events serialise");
+        self.publisher
+            .publish(topics::ORDERS, &event.order_id.to_string(), &payload)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "order not published");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the order could not be stored; retry later",
+                )
+            })?;
+        self.created.with_label_values(&[source]).inc();
+        tracing::info!(
+            order_id = %event.order_id,
+            user_id = event.user_id,
+            amount = %event.amount,
+            items = event.items.len(),
+            source,
+            "order created"
+        );
+        Ok(event)
+    }
+}
+
+async fn create_order(
+    State(orders): State<Orders>,
+    JsonBody(order): JsonBody<NewOrder>,
+) -> Result<impl IntoResponse, ApiError> {
+    let event = orders.place(order, "api").await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "order_id": event.order_id,
+            "event_id": event.event_id,
+            "status": event.status,
+        })),
+    ))
+}
+
+fn api(orders: Orders) -> Router {
+    platform::http::api(
+        Router::new()
+            .route("/orders", post(create_order))
+            .with_state(orders),
+        limits::MAX_BODY_BYTES,
+    )
+}
+
+/// Runs the service until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), platform::Error> {
+    let rt = Runtime::start(config.service.ops_addr, shutdown.clone()).await?;
+    let publisher = Publisher::new(&config.service.kafka, rt.metrics.clone())?;
+    let probe = BrokerProbe::spawn(
+        &publisher,
+        vec![topics::ORDERS.to_owned()],
+        rt.readiness.gate("broker", "not probed yet"),
+        shutdown.clone(),
+    );
+    let created = IntCounterVec::new(
+        prometheus::Opts::new(
+            "orders_created_total",
+            "Orders accepted and published, by source.",
+        ),
+        &["source"],
+    )
+    .expect("valid metric");
+    rt.metrics.register(Box::new(created.clone()));
+    let orders = Orders {
+        publisher: publisher.clone(),
+        created,
+    };
+
+    let http = Server::start(
+        "http",
+        config.http_addr,
+        api(orders.clone()),
+        shutdown.clone(),
+    )
+    .await
+    .map_err(|source| platform::Error::Bind {
+        what: "HTTP_ADDR",
+        source,
+    })?;
+    let generator = (config.generator_rate > 0.0).then(|| {
+        tokio::spawn(generator::run(
+            orders,
+            config.generator_rate,
+            shutdown.clone(),
+        ))
+    });
+
+    shutdown.cancelled().await;
+    if let Some(task) = generator {
+        let _ = task.await;
+    }
+    http.stop().await;
+    publisher.flush(Duration::from_secs(10)).await;
+    probe.abort();
+    rt.stop().await;
+    Ok(())
+}
+
+pub use generator::random_order;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generator_rate_is_validated() {
+        let base = [("KAFKA_BOOTSTRAP_SERVERS", "k:9092")];
+        let ok = Config::from_env(&Env::from_pairs(base)).expect("valid");
+        assert_eq!(ok.generator_rate, 0.0);
+        let err = Config::from_env(&Env::from_pairs([base[0], ("ORDER_GENERATOR_RATE", "-1")]))
+            .unwrap_err();
+        assert!(
+            err.to_string().starts_with("ORDER_GENERATOR_RATE="),
+            "{err}"
+        );
+    }
+}
