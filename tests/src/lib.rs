@@ -1,1 +1,77 @@
+//! The system-test harness: a real Kafka-protocol broker and the built service binaries, started
+//! as processes, plus the probes the tests look through (HTTP, topic readers, an OTLP receiver).
+//!
+//! Everything a test needs it starts itself: the broker binary is installed by the project's own
+//! script if missing, and the service binaries are built on first use.
 
+pub mod broker;
+pub mod otlp;
+pub mod service;
+pub mod topics;
+
+pub use broker::Broker;
+pub use otlp::Collector;
+pub use service::{Service, Stack};
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the workspace")
+        .to_path_buf()
+}
+
+/// Where a test's service logs go: `target/system-tests/<test>/`, emptied on its first use in a run.
+pub fn log_dir(test: &str) -> PathBuf {
+    static CLEARED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let dir = root().join("target").join("system-tests").join(test);
+    let mut cleared = CLEARED.lock().expect("log dir lock");
+    if !cleared.iter().any(|t| t == test) {
+        let _ = std::fs::remove_dir_all(&dir);
+        cleared.push(test.to_owned());
+    }
+    std::fs::create_dir_all(&dir).expect("log dir");
+    dir
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `timeout`. Waiting for a
+/// condition, not for a time: the interval only bounds how often the condition is asked.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A plain HTTP client for the services' APIs.
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("http client")
+}
+
+/// A valid order body.
+pub fn order_body(user_id: u64, cents: i64) -> serde_json::Value {
+    serde_json::json!({
+        "user_id": user_id,
+        "amount": cents as f64 / 100.0,
+        "items": [{"sku": "SKU-KEYBOARD", "quantity": 1}, {"sku": "SKU-MOUSE", "quantity": 2}],
+    })
+}

@@ -1,0 +1,109 @@
+//! A tansu broker process on a free loopback port, in memory, killed when dropped.
+
+use crate::root;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub struct Broker {
+    pub bootstrap: String,
+    child: Child,
+}
+
+/// The broker binary: `TANSU_BIN`, else `.tools/bin/tansu`, installed by the project's script.
+fn tansu() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Ok(bin) = std::env::var("TANSU_BIN") {
+            return PathBuf::from(bin);
+        }
+        let status = Command::new("bash")
+            .arg(root().join("scripts/install-tools.sh"))
+            .arg("broker")
+            .status()
+            .expect("run scripts/install-tools.sh");
+        assert!(status.success(), "scripts/install-tools.sh broker failed");
+        root().join(".tools/bin/tansu")
+    })
+    .clone()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+impl Broker {
+    /// Starts a broker and creates `topics` (name, partitions) with their dead-letter topics.
+    pub fn start(topics: &[(&str, i32)]) -> Self {
+        let broker = Self::start_empty();
+        broker.create_topics(topics);
+        broker
+    }
+
+    pub fn start_empty() -> Self {
+        Self::start_on(free_port())
+    }
+
+    /// Starts a broker on a given port (a test can reserve the address before the broker exists).
+    pub fn start_on(port: u16) -> Self {
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(tansu())
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            // The broker would otherwise export its own traces into a test's collector.
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start tansu");
+        let bootstrap = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&bootstrap).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "broker did not listen on {bootstrap}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self { bootstrap, child }
+    }
+
+    pub fn create_topics(&self, topics: &[(&str, i32)]) {
+        for (name, partitions) in topics {
+            for (topic, n) in [
+                ((*name).to_owned(), *partitions),
+                (format!("{name}.dlq"), 1),
+            ] {
+                let out = Command::new(tansu())
+                    .args(["topic", "create", &topic, "--partitions", &n.to_string()])
+                    .args(["--broker", &format!("tcp://{}", self.bootstrap)])
+                    .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+                    .output()
+                    .expect("run tansu topic create");
+                assert!(
+                    out.status.success(),
+                    "creating topic {topic} failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,160 @@
+//! Reading a topic from the beginning to its current end, and writing raw records to it, as a
+//! test's independent view of what the services produced.
+
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::statistics::Statistics;
+use rdkafka::{ClientConfig, ClientContext};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<String>,
+    pub payload: Option<Vec<u8>>,
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+impl Record {
+    pub fn header(&self, key: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == key)
+            .and_then(|(_, v)| v.as_ref())
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    }
+
+    pub fn json(&self) -> Value {
+        self.payload
+            .as_deref()
+            .and_then(|p| serde_json::from_slice(p).ok())
+            .unwrap_or(Value::Null)
+    }
+}
+
+/// Every record now in `topic`, from each partition's start to its high watermark.
+///
+/// The high watermark comes from the fetch responses (librdkafka's `hi_offset` statistic), not from
+/// a ListOffsets request, which the local broker answers wrongly.
+pub async fn read_all(bootstrap: &str, topic: &str) -> Vec<Record> {
+    let (bootstrap, topic) = (bootstrap.to_owned(), topic.to_owned());
+    tokio::task::spawn_blocking(move || read_all_blocking(&bootstrap, &topic))
+        .await
+        .expect("reader task")
+}
+
+/// The latest high watermark per partition of one topic, from statistics.
+#[derive(Default)]
+struct HighWatermarks {
+    topic: String,
+    hi: Mutex<HashMap<i32, i64>>,
+}
+
+impl ClientContext for HighWatermarks {
+    fn stats(&self, statistics: Statistics) {
+        if let Some(t) = statistics.topics.get(&self.topic) {
+            let mut hi = self.hi.lock().expect("hi lock");
+            for (p, s) in &t.partitions {
+                if *p >= 0 && s.hi_offset >= 0 {
+                    hi.insert(*p, s.hi_offset);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for HighWatermarks {}
+
+fn read_all_blocking(bootstrap: &str, topic: &str) -> Vec<Record> {
+    let context = HighWatermarks {
+        topic: topic.to_owned(),
+        hi: Mutex::default(),
+    };
+    let consumer: BaseConsumer<HighWatermarks> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("test-reader-{}", uuid::Uuid::new_v4()))
+        .set("enable.auto.commit", "false")
+        .set("statistics.interval.ms", "100")
+        .create_with_context(context)
+        .expect("reader consumer");
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("topic metadata");
+    let partitions: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
+    let mut tpl = TopicPartitionList::new();
+    for &p in &partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .expect("tpl");
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut next: HashMap<i32, i64> = HashMap::new();
+    let mut records = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let done = {
+            let hi = consumer.context().hi.lock().expect("hi lock");
+            partitions.iter().all(|p| {
+                hi.get(p)
+                    .is_some_and(|&h| next.get(p).copied().unwrap_or(0) >= h)
+            })
+        };
+        if done {
+            return records;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "reading {topic} to its end timed out"
+        );
+        let Some(msg) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let msg = msg.expect("consume");
+        next.insert(msg.partition(), msg.offset() + 1);
+        records.push(Record {
+            partition: msg.partition(),
+            offset: msg.offset(),
+            key: msg.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+            payload: msg.payload().map(<[u8]>::to_vec),
+            headers: msg
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        });
+    }
+}
+
+/// A producer for writing raw (possibly broken) records straight to a topic.
+pub struct Writer(FutureProducer);
+
+impl Writer {
+    pub fn new(bootstrap: &str) -> Self {
+        Self(
+            ClientConfig::new()
+                .set("bootstrap.servers", bootstrap)
+                .set("acks", "all")
+                .create()
+                .expect("test producer"),
+        )
+    }
+
+    pub async fn write(&self, topic: &str, key: &str, payload: &[u8]) {
+        self.0
+            .send(
+                FutureRecord::to(topic).key(key).payload(payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .expect("raw record acknowledged");
+    }
+}

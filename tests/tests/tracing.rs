@@ -1,0 +1,134 @@
+//! One order is one trace: HTTP → Kafka → every service, exported over OTLP/gRPC.
+
+use events::topics;
+use std::time::Duration;
+use system_tests::otlp::Span;
+use system_tests::{Broker, Collector, Stack, eventually, order_body};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_order_is_one_trace_from_http_through_kafka_to_every_service() {
+    let broker = Broker::start(&[
+        (topics::ORDERS, 6),
+        (topics::PAYMENTS, 6),
+        (topics::INVENTORY, 3),
+    ]);
+    let collector = Collector::start().await;
+    let stack = Stack::start(
+        "tracing",
+        &broker,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &collector.endpoint),
+            ("PAYMENT_GATEWAY_LATENCY_MS", "1"),
+        ],
+    )
+    .await;
+    let order_id = stack.place_order(&order_body(18, 12_050)).await;
+
+    let find = |spans: &[Span], service: &str, name: &str| -> Option<Span> {
+        spans
+            .iter()
+            .find(|s| s.service == service && s.name == name)
+            .cloned()
+    };
+    let http = eventually("the POST /orders span", Duration::from_secs(30), || async {
+        find(&collector.spans(), "order", "POST /orders")
+    })
+    .await;
+    assert_eq!(http.kind, Span::KIND_SERVER);
+    assert!(
+        http.parent_span_id.is_empty(),
+        "the HTTP span is the root of the trace"
+    );
+    let trace: Vec<Span> = eventually(
+        "the notification's consumer span",
+        Duration::from_secs(30),
+        || async {
+            let trace: Vec<Span> = collector
+                .spans()
+                .into_iter()
+                .filter(|s| s.trace_id == http.trace_id)
+                .collect();
+            find(&trace, "notification", "payments process").map(|_| trace)
+        },
+    )
+    .await;
+
+    let child_of = |parent: &Span, service: &str, name: &str, kind: i32| -> Span {
+        let span = find(&trace, service, name)
+            .unwrap_or_else(|| panic!("no `{name}` span from {service} in {trace:#?}"));
+        assert_eq!(
+            span.parent_span_id, parent.span_id,
+            "`{name}` ({service}) is a child of `{}`",
+            parent.name
+        );
+        assert_eq!(span.kind, kind, "`{name}` kind");
+        assert_eq!(
+            span.attributes.get("messaging.system").map(String::as_str),
+            Some("kafka")
+        );
+        span
+    };
+    let orders_publish = child_of(&http, "order", "orders publish", Span::KIND_PRODUCER);
+    assert_eq!(
+        orders_publish.attributes["messaging.destination.name"],
+        "orders"
+    );
+    assert_eq!(
+        orders_publish.attributes["messaging.kafka.message.key"],
+        order_id
+    );
+    let orders_process = child_of(
+        &orders_publish,
+        "payment",
+        "orders process",
+        Span::KIND_CONSUMER,
+    );
+    assert_eq!(
+        orders_process.attributes["messaging.consumer.group.name"],
+        "payment"
+    );
+    assert_eq!(
+        orders_process.attributes["messaging.operation.type"],
+        "process"
+    );
+    let payments_publish = child_of(
+        &orders_process,
+        "payment",
+        "payments publish",
+        Span::KIND_PRODUCER,
+    );
+    assert_eq!(
+        payments_publish.attributes["messaging.destination.name"],
+        "payments"
+    );
+    let payments_process = child_of(
+        &payments_publish,
+        "notification",
+        "payments process",
+        Span::KIND_CONSUMER,
+    );
+    assert_eq!(
+        payments_process.attributes["messaging.destination.name"],
+        "payments"
+    );
+    // Inventory's consumer hangs off the same publish, in its own group.
+    let inventory = child_of(
+        &orders_publish,
+        "inventory",
+        "orders process",
+        Span::KIND_CONSUMER,
+    );
+    assert_eq!(
+        inventory.attributes["messaging.consumer.group.name"],
+        "inventory"
+    );
+
+    // The payment service's log line for this order carries the same trace id.
+    let line = stack
+        .payment
+        .logged("payment processed")
+        .into_iter()
+        .find(|l| l["order_id"] == order_id.as_str())
+        .expect("payment log line");
+    assert_eq!(line["trace_id"], http.trace_id.as_str());
+}
