@@ -104,3 +104,44 @@ async fn payment_sigterm_mid_stream_loses_no_order() {
         "none notified twice"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn payment_stops_within_its_drain_budget_when_the_broker_is_gone() {
+    let broker = Broker::start(&[(topics::ORDERS, 6), (topics::PAYMENTS, 6)]);
+    let mut payment = Service::start(
+        "shutdown_no_broker",
+        "payment",
+        &broker,
+        &[("PAYMENT_GATEWAY_LATENCY_MS", "1")],
+    );
+    payment.wait_ready().await;
+    let writer = system_tests::topics::Writer::new(&broker.bootstrap);
+    for i in 0..20 {
+        let order = events::OrderCreated::new(
+            serde_json::from_value(order_body(1 + i, 1_000)).expect("order"),
+            chrono::Utc::now(),
+        );
+        writer
+            .write(
+                topics::ORDERS,
+                &order.order_id.to_string(),
+                &serde_json::to_vec(&order).expect("json"),
+            )
+            .await;
+    }
+    // Offsets are stored but not yet all committed when the broker goes.
+    eventually("20 payments", Duration::from_secs(30), || async {
+        (payment.logged("payment processed").len() == 20).then_some(())
+    })
+    .await;
+    drop(broker);
+    let started = std::time::Instant::now();
+    payment.signal("TERM");
+    let status = payment.wait_exit(Duration::from_secs(60)).await;
+    assert!(status.success(), "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "drained in {:?}, within the 20 s budget",
+        started.elapsed()
+    );
+}

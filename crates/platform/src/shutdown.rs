@@ -16,19 +16,37 @@ use tokio_util::sync::CancellationToken;
 /// The longest a graceful stop may take. The Helm chart sets `terminationGracePeriodSeconds` above it.
 pub const DRAIN_BUDGET: Duration = Duration::from_secs(20);
 
-/// A token cancelled on the first SIGTERM or SIGINT. A second signal exits at once.
+/// A token cancelled on the first SIGTERM or SIGINT. A second signal exits at once, and so does a
+/// drain that overruns [`DRAIN_BUDGET`].
 pub fn on_signal() -> CancellationToken {
     let token = CancellationToken::new();
     let cancel = token.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
-        tracing::info!("shutdown signal received; draining");
+        tracing::info!(
+            budget_s = DRAIN_BUDGET.as_secs(),
+            "shutdown signal received; draining"
+        );
         cancel.cancel();
+        watchdog(DRAIN_BUDGET);
         wait_for_signal().await;
         tracing::warn!("second signal received; exiting without draining");
         std::process::exit(130);
     });
     token
+}
+
+/// Ends the process if it is still running after `budget`. A plain thread, so that it fires even
+/// when every runtime worker is stuck in a blocking call.
+fn watchdog(budget: Duration) {
+    std::thread::spawn(move || {
+        std::thread::sleep(budget);
+        tracing::error!(
+            budget_s = budget.as_secs(),
+            "drain overran its budget; exiting"
+        );
+        std::process::exit(1);
+    });
 }
 
 async fn wait_for_signal() {

@@ -175,6 +175,8 @@ pub struct ConsumeLoop<H> {
     metrics: Metrics,
 }
 
+/// How long the final commit and group leave may take before shutdown goes on without them.
+const COMMIT_BUDGET: Duration = Duration::from_secs(5);
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
@@ -239,14 +241,32 @@ impl<H: Handler> ConsumeLoop<H> {
             }
         }
         tracing::info!(topic = %self.topic, "stopped polling; committing offsets");
-        match self.consumer.commit_consumer_state(CommitMode::Sync) {
-            Ok(()) => tracing::info!(topic = %self.topic, "offsets committed"),
-            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-            Err(err) => {
-                tracing::warn!(error = %err, "final offset commit failed; uncommitted records will be redelivered")
+        // Committing and leaving the group block on the broker; with the broker gone they could
+        // block forever. They run on a detached thread that shutdown waits for only so long (a
+        // runtime blocking task would hold up the runtime's own shutdown instead).
+        let Self {
+            consumer, topic, ..
+        } = self;
+        let (done, closed) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            match consumer.commit_consumer_state(CommitMode::Sync) {
+                Ok(()) => tracing::info!(topic = %topic, "offsets committed"),
+                Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+                Err(err) => {
+                    tracing::warn!(error = %err, "final offset commit failed; uncommitted records will be redelivered");
+                }
             }
+            consumer.unsubscribe();
+            drop(consumer);
+            tracing::info!(topic = %topic, "left the consumer group");
+            let _ = done.send(());
+        });
+        if tokio::time::timeout(COMMIT_BUDGET, closed).await.is_err() {
+            tracing::warn!(
+                budget_s = COMMIT_BUDGET.as_secs(),
+                "broker did not answer the final commit in time; uncommitted records will be redelivered"
+            );
         }
-        self.consumer.unsubscribe();
     }
 
     async fn process(&self, record: OwnedMessage, shutdown: &CancellationToken) {

@@ -26,9 +26,18 @@ pub struct Published {
     pub offset: i64,
 }
 
+/// Producer callbacks: client errors (a broker going away) are warnings the client recovers from.
+pub struct ProducerContext;
+
+impl rdkafka::ClientContext for ProducerContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(error = %error, reason, "kafka client error");
+    }
+}
+
 #[derive(Clone)]
 pub struct Publisher {
-    producer: FutureProducer,
+    producer: FutureProducer<ProducerContext>,
     metrics: Metrics,
 }
 
@@ -36,13 +45,13 @@ impl Publisher {
     pub fn new(config: &KafkaConfig, metrics: Metrics) -> Result<Self, PublishError> {
         let producer = config
             .producer_config()
-            .create()
+            .create_with_context(ProducerContext)
             .map_err(PublishError::Create)?;
         Ok(Self { producer, metrics })
     }
 
     /// The underlying client, for metadata requests.
-    pub fn client(&self) -> &FutureProducer {
+    pub fn client(&self) -> &FutureProducer<ProducerContext> {
         &self.producer
     }
 

@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Runs the whole system on this machine: a local Kafka-protocol broker (tansu, in memory), the
+# topics, and every service with the order generator on. Ctrl-C stops everything cleanly.
+#
+# Knobs (environment): KAFKA_PORT (9092), ORDER_GENERATOR_RATE (2 orders/s), PROFILE (dev|release),
+# OTEL_EXPORTER_OTLP_ENDPOINT (unset: no trace export), RUST_LOG (info).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+KAFKA_PORT="${KAFKA_PORT:-9092}"
+PROFILE="${PROFILE:-dev}"
+RUN_DIR="$ROOT/.run"
+LOGS="$RUN_DIR/logs"
+BOOTSTRAP="127.0.0.1:$KAFKA_PORT"
+# name http-port ops-port
+SERVICES=("order 8080 9180" "payment - 9181" "notification 8082 9182" "inventory 8083 9183")
+TOPICS=("orders 6" "orders.dlq 1" "payments 6" "payments.dlq 1" "inventory 3")
+
+step() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'run-local: %s\n' "$*" >&2; exit 1; }
+
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+pids=()
+broker_pid=""
+cleanup() {
+  trap - INT TERM EXIT
+  step "stopping services (SIGTERM, graceful drain)"
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  if [ -n "$broker_pid" ]; then
+    step "stopping broker"
+    kill "$broker_pid" 2>/dev/null || true
+    wait "$broker_pid" 2>/dev/null || true
+  fi
+  step "stopped; logs are in ${LOGS#"$ROOT"/}/"
+}
+
+step "installing the broker (pinned, into .tools/)"
+scripts/install-tools.sh broker
+TANSU="$ROOT/.tools/bin/tansu"
+
+step "building the services (profile $PROFILE)"
+cargo build --workspace --bins --profile "$PROFILE"
+BIN="$ROOT/target/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")"
+
+for s in "${SERVICES[@]}"; do
+  read -r _ http ops <<<"$s"
+  for p in $http $ops "$KAFKA_PORT"; do
+    [ "$p" = - ] && continue
+    port_busy "$p" && die "port $p is in use (is another run still going? set KAFKA_PORT for the broker)"
+  done
+done
+
+mkdir -p "$LOGS"
+trap cleanup INT TERM EXIT
+
+step "starting the broker on $BOOTSTRAP"
+# Each process gets its own session, so a Ctrl-C reaches only this script, which then stops the
+# services before the broker they drain into.
+setsid env -u OTEL_EXPORTER_OTLP_ENDPOINT "$TANSU" broker \
+  --listener-url "tcp://$BOOTSTRAP" --advertised-listener-url "tcp://$BOOTSTRAP" \
+  >"$LOGS/broker.log" 2>&1 &
+broker_pid=$!
+for _ in $(seq 100); do port_busy "$KAFKA_PORT" && break; sleep 0.1; done
+port_busy "$KAFKA_PORT" || die "the broker did not start; see $LOGS/broker.log"
+
+step "creating topics"
+for t in "${TOPICS[@]}"; do
+  read -r name partitions <<<"$t"
+  env -u OTEL_EXPORTER_OTLP_ENDPOINT "$TANSU" topic create "$name" --partitions "$partitions" \
+    --broker "tcp://$BOOTSTRAP" >/dev/null
+  printf '    %-14s %s partitions\n' "$name" "$partitions" >&2
+done
+
+step "starting services"
+for s in "${SERVICES[@]}"; do
+  read -r name http ops <<<"$s"
+  setsid env KAFKA_BOOTSTRAP_SERVERS="$BOOTSTRAP" KAFKA_SESSION_TIMEOUT_MS=6000 \
+    OPS_ADDR="127.0.0.1:$ops" HTTP_ADDR="127.0.0.1:${http/-/0}" \
+    ORDER_GENERATOR_RATE="${ORDER_GENERATOR_RATE:-2}" \
+    "$BIN/$name" >"$LOGS/$name.log" 2>&1 &
+  pids+=($!)
+done
+
+step "waiting until every service is ready"
+for s in "${SERVICES[@]}"; do
+  read -r name _ ops <<<"$s"
+  for _ in $(seq 300); do
+    curl -fsS "http://127.0.0.1:$ops/readyz" >/dev/null 2>&1 && break
+    sleep 0.2
+  done
+  curl -fsS "http://127.0.0.1:$ops/readyz" >/dev/null 2>&1 \
+    || die "$name is not ready: $(curl -sS "http://127.0.0.1:$ops/readyz" 2>&1); see $LOGS/$name.log"
+done
+
+cat >&2 <<MSG
+
+  Everything is up. Kafka at $BOOTSTRAP, orders generated at ${ORDER_GENERATOR_RATE:-2}/s.
+
+  Place an order:     curl -sX POST localhost:8080/orders -H 'content-type: application/json' \\
+                        -d '{"user_id":18,"amount":120.5,"items":[{"sku":"SKU-KEYBOARD","quantity":1}]}'
+  Notifications:      curl -s 'localhost:8082/notifications?limit=5'
+  Stock:              curl -s localhost:8083/stock
+  Ops (per service):  order :9180  payment :9181  notification :9182  inventory :9183
+                      /healthz  /readyz  /metrics
+  Logs:               tail -f ${LOGS#"$ROOT"/}/*.log
+
+  Ctrl-C stops everything.
+MSG
+
+# Wait until Ctrl-C, or until a service dies on its own.
+wait -n "${pids[@]}" || true
+step "a service exited; shutting the rest down"
