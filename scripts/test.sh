@@ -12,7 +12,7 @@ step() { current="$*"; printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 trap 'status=$?; [ $status -eq 0 ] || printf "\n\033[31mFAILED: %s (exit %s)\033[0m\n" "$current" "$status"' EXIT
 
 step "install pinned tools"
-scripts/install-tools.sh broker
+scripts/install-tools.sh all
 
 step "formatting (cargo fmt --check)"
 "$CARGO" fmt --all --check
@@ -25,3 +25,6 @@ step "build service binaries"
 
 step "unit and system tests"
 "$CARGO" test --workspace --locked
+
+step "offline Kubernetes checks (helm lint/template, schemas, checkov, yamllint, hadolint)"
+scripts/chart-check.sh

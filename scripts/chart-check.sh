@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Offline checks of everything deployed to Kubernetes, with the pinned tools from .tools/:
+#
+#   lint      helm lint --strict, with the chart's values schema
+#   template  helm template
+#   schema    every rendered object and every manifest in k8s/ against Kubernetes 1.34 and the
+#             Strimzi / prometheus-operator / KEDA CRD schemas (../shared/tools/k8s-schema-check.py)
+#   checkov   security checks; the only skips are in .checkov.yaml or annotated on an object, with reasons
+#   yamllint  values files and k8s/
+#   hadolint  the Dockerfile
+#
+#   scripts/chart-check.sh                      all checks: default values, charts/*/ci/*.yaml,
+#                                               k8s/kind-values.yaml, k8s/kafka/ha/values.yaml
+#   scripts/chart-check.sh --values F [--only CHECK]      the chart rendered with one values file
+#   scripts/chart-check.sh --dockerfile F --only hadolint a given Dockerfile
+#
+# Exit status: 0 when every check passes; 1 and the name of the failed check otherwise.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+BIN="${TOOLS_DIR:-$ROOT/.tools}/bin"
+VENV_PY="${TOOLS_DIR:-$ROOT/.tools}/venv/bin/python"
+SHARED_DIR="${SHARED_DIR:-$ROOT/../shared}"
+CHART="charts/kafka-microservices"
+NAMESPACE="${NAMESPACE:-kafka-demo}"
+K8S_VERSION="1.34.0"
+OUT="$ROOT/target/chart-check"
+
+only=""
+values=()
+dockerfile="Dockerfile"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --values) values+=("$2"); shift 2 ;;
+    --only) only="$2"; shift 2 ;;
+    --dockerfile) dockerfile="$2"; shift 2 ;;
+    *) echo "usage: $0 [--values FILE]... [--only lint|template|schema|checkov|yamllint|hadolint] [--dockerfile FILE]" >&2; exit 2 ;;
+  esac
+done
+full=$([ ${#values[@]} -eq 0 ] && echo yes || echo no)
+if [ "$full" = yes ]; then
+  values=(default "$CHART"/ci/*.yaml k8s/kind-values.yaml k8s/kafka/ha/values.yaml)
+fi
+
+"$ROOT/scripts/install-tools.sh" k8s
+[ -d "$SHARED_DIR/k8s/crd-schemas" ] || {
+  echo "chart-check: $SHARED_DIR/k8s/crd-schemas not found; set SHARED_DIR to the shared reference folder" >&2
+  exit 1
+}
+
+failed=()
+run() { # name, command...
+  local name="$1"; shift
+  # Rendering feeds the schema and checkov checks, so it always runs.
+  if [ -n "$only" ] && [ "$only" != "${name%%:*}" ] && [ "${name%%:*}" != template ]; then return 0; fi
+  printf -- '--- %s\n' "$name"
+  if "$@"; then printf 'ok   %s\n' "$name"; else printf 'FAIL %s\n' "$name"; failed+=("$name"); fi
+}
+
+helm_args() { # values-file -> helm arguments
+  [ "$1" = default ] || printf -- '--values\0%s\0' "$1"
+}
+
+rm -rf "$OUT" && mkdir -p "$OUT"
+rendered=()
+for v in "${values[@]}"; do
+  label="$(basename "$v" .yaml)"
+  [ "$v" = k8s/kafka/ha/values.yaml ] && label="ha-values"
+  mapfile -d '' args < <(helm_args "$v")
+  run "lint:$label" "$BIN/helm" lint --strict "$CHART" --namespace "$NAMESPACE" "${args[@]}"
+  file="$OUT/$label.yaml"
+  render() { "$BIN/helm" template app "$CHART" --namespace "$NAMESPACE" "${args[@]}" > "$file"; }
+  run "template:$label" render
+  [ -s "$file" ] && rendered+=("$file")
+done
+
+manifests=()
+if [ "$full" = yes ]; then
+  manifests=(k8s/kind-config.yaml k8s/kafka/dev/kafka.yaml k8s/kafka/ha/kafka.yaml k8s/jaeger/jaeger.yaml)
+fi
+
+if [ ${#rendered[@]} -gt 0 ] || [ ${#manifests[@]} -gt 0 ]; then
+  run "schema" "$VENV_PY" "$SHARED_DIR/tools/k8s-schema-check.py" --strict -k "$K8S_VERSION" \
+    --crd-schemas "$SHARED_DIR/k8s/crd-schemas" --crd-schemas k8s/schemas \
+    "${rendered[@]}" "${manifests[@]}"
+  # checkov reads a directory; kind's cluster config is not a Kubernetes object, so it stays out.
+  mkdir -p "$OUT/checkov"
+  for f in "${rendered[@]}" "${manifests[@]}"; do
+    [ "$f" = k8s/kind-config.yaml ] || cp "$f" "$OUT/checkov/$(echo "$f" | tr '/' '_')"
+  done
+  run "checkov" "$BIN/checkov" --config-file .checkov.yaml -d "$OUT/checkov"
+fi
+
+if [ "$full" = yes ]; then
+  run "yamllint" "$BIN/yamllint" --strict "$CHART/values.yaml" "$CHART"/ci k8s .checkov.yaml .yamllint.yaml
+  run "hadolint" "$BIN/hadolint" "$dockerfile"
+else
+  lint_values=()
+  for v in "${values[@]}"; do [ "$v" = default ] || lint_values+=("$v"); done
+  [ ${#lint_values[@]} -eq 0 ] || run "yamllint" "$BIN/yamllint" --strict "${lint_values[@]}"
+  [ "$only" != hadolint ] || run "hadolint" "$BIN/hadolint" "$dockerfile"
+fi
+
+if [ ${#failed[@]} -gt 0 ]; then
+  printf '\nchart-check FAILED: %s\n' "${failed[*]}"
+  exit 1
+fi
+printf '\nchart-check: every check passed\n'
