@@ -6,7 +6,7 @@
 #   schema    every rendered object and every manifest in k8s/ against Kubernetes 1.34 and the
 #             Strimzi / prometheus-operator / KEDA CRD schemas (../shared/tools/k8s-schema-check.py)
 #   checkov   security checks; the only skips are in .checkov.yaml or annotated on an object, with reasons
-#   yamllint  values files and k8s/
+#   yamllint  values files, k8s/, and the rendered manifests (duplicate keys pass every other check)
 #   hadolint  the Dockerfile
 #
 #   scripts/chart-check.sh                      all checks: default values, charts/*/ci/*.yaml,
@@ -25,7 +25,7 @@ SHARED_DIR="${SHARED_DIR:-$ROOT/../shared}"
 CHART="charts/kafka-microservices"
 NAMESPACE="${NAMESPACE:-kafka-demo}"
 K8S_VERSION="1.34.0"
-OUT="$ROOT/target/chart-check"
+OUT="${CHART_CHECK_OUT:-$ROOT/target/chart-check}"
 
 only=""
 values=()
@@ -84,12 +84,26 @@ if [ ${#rendered[@]} -gt 0 ] || [ ${#manifests[@]} -gt 0 ]; then
   run "schema" "$VENV_PY" "$SHARED_DIR/tools/k8s-schema-check.py" --strict -k "$K8S_VERSION" \
     --crd-schemas "$SHARED_DIR/k8s/crd-schemas" --crd-schemas k8s/schemas \
     "${rendered[@]}" "${manifests[@]}"
-  # checkov reads a directory; kind's cluster config is not a Kubernetes object, so it stays out.
-  mkdir -p "$OUT/checkov"
-  for f in "${rendered[@]}" "${manifests[@]}"; do
-    [ "$f" = k8s/kind-config.yaml ] || cp "$f" "$OUT/checkov/$(echo "$f" | tr '/' '_')"
+  # checkov reads a directory, and matches NetworkPolicies to pods across all files in it: each
+  # render gets a directory of its own, so one values set cannot cover for another.
+  check_dirs=()
+  for f in "${rendered[@]}"; do
+    d="$OUT/checkov/$(basename "$f" .yaml)"; mkdir -p "$d"; cp "$f" "$d/"; check_dirs+=("$d")
   done
-  run "checkov" "$BIN/checkov" --config-file .checkov.yaml -d "$OUT/checkov"
+  for f in "${manifests[@]}"; do
+    # kind's cluster config is not a Kubernetes object.
+    [ "$f" = k8s/kind-config.yaml ] && continue
+    d="$OUT/checkov/$(echo "${f%.yaml}" | tr '/' '_')"; mkdir -p "$d"; cp "$f" "$d/"; check_dirs+=("$d")
+  done
+  checkov_all() {
+    local d status=0
+    for d in "${check_dirs[@]}"; do
+      "$BIN/checkov" --config-file .checkov.yaml -d "$d" || { echo "checkov failed on ${d#"$OUT"/checkov/}"; status=1; }
+    done
+    return $status
+  }
+  run "checkov" checkov_all
+  [ ${#rendered[@]} -eq 0 ] || run "yamllint:rendered" "$BIN/yamllint" -c .yamllint-rendered.yaml "${rendered[@]}"
 fi
 
 if [ "$full" = yes ]; then

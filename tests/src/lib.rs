@@ -5,6 +5,7 @@
 //! script if missing, and the service binaries are built on first use.
 
 pub mod broker;
+pub mod deploy;
 pub mod otlp;
 pub mod service;
 pub mod topics;

@@ -57,6 +57,27 @@ impl Service {
     }
 
     pub fn start_with(test: &str, name: &str, bootstrap: &str, env: &[(&str, &str)]) -> Self {
+        let mut vars: Vec<(String, String)> = [
+            ("KAFKA_BOOTSTRAP_SERVERS", bootstrap),
+            ("KAFKA_SESSION_TIMEOUT_MS", "6000"),
+            ("KAFKA_STATISTICS_INTERVAL_MS", "1000"),
+            ("OPS_ADDR", "127.0.0.1:0"),
+            ("HTTP_ADDR", "127.0.0.1:0"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ("RUST_LOG", "info"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        for (key, value) in env {
+            vars.retain(|(k, _)| k != key);
+            vars.push(((*key).to_owned(), (*value).to_owned()));
+        }
+        Self::start_exact(test, name, &vars)
+    }
+
+    /// Starts `name` with exactly `env` (and `PATH`), nothing added.
+    pub fn start_exact(test: &str, name: &str, env: &[(String, String)]) -> Self {
         let dir = log_dir(test);
         let mut n = 0;
         let log_path = loop {
@@ -69,19 +90,10 @@ impl Service {
         let mut cmd = Command::new(bin_dir().join(name));
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("KAFKA_BOOTSTRAP_SERVERS", bootstrap)
-            .env("KAFKA_SESSION_TIMEOUT_MS", "6000")
-            .env("KAFKA_STATISTICS_INTERVAL_MS", "1000")
-            .env("OPS_ADDR", "127.0.0.1:0")
-            .env("HTTP_ADDR", "127.0.0.1:0")
-            .env("OTEL_BSP_SCHEDULE_DELAY", "100")
-            .env("RUST_LOG", "info")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("start {name}: {e}"));
         let lines = Arc::new(Mutex::new(Vec::new()));
         let file = Arc::new(Mutex::new(

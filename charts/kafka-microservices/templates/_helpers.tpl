@@ -13,13 +13,18 @@
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
-{{/* Labels on every object. */}}
-{{- define "km.commonLabels" -}}
+{{/* Labels on every object, but the instance (selector labels carry it for service objects). */}}
+{{- define "km.baseLabels" -}}
 helm.sh/chart: {{ include "km.chart" . }}
 app.kubernetes.io/part-of: {{ include "km.name" . }}
-app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{/* Labels of objects that belong to no one service. */}}
+{{- define "km.commonLabels" -}}
+{{ include "km.baseLabels" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
 {{/* Selector labels of one service (no chart version: selectors are immutable). */}}
@@ -30,7 +35,7 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 
 {{/* Labels of one service's objects. */}}
 {{- define "km.labels" -}}
-{{ include "km.commonLabels" .root }}
+{{ include "km.baseLabels" .root }}
 {{ include "km.selectorLabels" . }}
 app.kubernetes.io/component: {{ .name }}
 {{- end -}}

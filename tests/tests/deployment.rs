@@ -1,0 +1,291 @@
+//! The Kubernetes artifacts agree with the code: the chart's configuration starts the real binaries,
+//! every service has an image and a chart entry, every offline check catches what it is for, and
+//! the Makefile fails early and clearly.
+
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::Duration;
+use system_tests::deploy::{CHART, chart_check, render, tools};
+use system_tests::{Broker, Collector, Service, root};
+
+fn deployments(objects: &[Value]) -> Vec<&Value> {
+    objects
+        .iter()
+        .filter(|o| o["kind"] == "Deployment")
+        .collect()
+}
+
+fn service_binaries() -> BTreeSet<String> {
+    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["metadata", "--no-deps", "--format-version", "1"])
+        .current_dir(root())
+        .output()
+        .expect("cargo metadata");
+    let meta: Value = serde_json::from_slice(&out.stdout).expect("metadata json");
+    meta["packages"]
+        .as_array()
+        .expect("packages")
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .filter(|t| {
+            t["kind"]
+                .as_array()
+                .is_some_and(|k| k.iter().any(|k| k == "bin"))
+        })
+        .map(|t| t["name"].as_str().expect("name").to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_charts_environment_starts_the_real_binaries() {
+    let objects = render(&[]);
+    let broker = Broker::start(&[("orders", 6), ("payments", 6), ("inventory", 3)]);
+    let collector = Collector::start().await;
+    let grace =
+        deployments(&objects)[0]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+            .as_u64()
+            .expect("grace period");
+    for deployment in deployments(&objects) {
+        let pod = &deployment["spec"]["template"]["spec"];
+        let container = &pod["containers"][0];
+        let name = container["name"].as_str().expect("container name");
+        let env: Vec<(String, String)> = container["env"]
+            .as_array()
+            .expect("env list")
+            .iter()
+            .map(|e| {
+                let key = e["name"].as_str().expect("name").to_owned();
+                let value = e["value"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{name}: {key} has no literal value"));
+                // Only the addresses of the broker and the collector differ outside the cluster.
+                let value = match key.as_str() {
+                    "KAFKA_BOOTSTRAP_SERVERS" => broker.bootstrap.clone(),
+                    "OTEL_EXPORTER_OTLP_ENDPOINT" => collector.endpoint.clone(),
+                    _ => value.to_owned(),
+                };
+                (key, value)
+            })
+            .collect();
+        let ops_port = container["ports"]
+            .as_array()
+            .expect("ports")
+            .iter()
+            .find(|p| p["name"] == "ops")
+            .and_then(|p| p["containerPort"].as_u64())
+            .expect("an ops port");
+        let ops_addr = env
+            .iter()
+            .find(|(k, _)| k == "OPS_ADDR")
+            .map(|(_, v)| v.clone())
+            .expect("OPS_ADDR");
+        assert!(
+            ops_addr.ends_with(&format!(":{ops_port}")),
+            "{name}: OPS_ADDR {ops_addr} is the probed port {ops_port}"
+        );
+        assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+        assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+        let pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+            .as_u64()
+            .unwrap_or(0);
+        assert!(
+            grace > 20 + pre_stop,
+            "{name}: grace period {grace}s covers the 20 s drain and {pre_stop}s preStop"
+        );
+
+        let mut service = Service::start_exact("chart_environment", name, &env);
+        service.wait_ready().await;
+        service.signal("TERM");
+        let status = service.wait_exit(Duration::from_secs(30)).await;
+        assert!(status.success(), "{name} exits cleanly: {status:?}");
+    }
+}
+
+#[test]
+fn every_service_binary_has_an_image_and_a_chart_entry() {
+    let binaries = service_binaries();
+    assert!(binaries.contains("payment"), "{binaries:?}");
+
+    let makefile = std::fs::read_to_string(root().join("Makefile")).expect("Makefile");
+    let images: BTreeSet<String> = makefile
+        .lines()
+        .find_map(|l| l.strip_prefix("SERVICES ?="))
+        .expect("SERVICES in the Makefile")
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        images, binaries,
+        "`make images` builds an image for exactly the service binaries"
+    );
+    let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).expect("Dockerfile");
+    assert!(
+        dockerfile.contains("cargo build --release --locked --workspace --bins"),
+        "the image build compiles every binary"
+    );
+    assert!(dockerfile.contains("ARG SERVICE"), "and SERVICE picks one");
+
+    let values: Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(root().join(CHART).join("values.yaml")).expect("values"),
+    )
+    .expect("yaml");
+    let entries: BTreeSet<String> = values["services"]
+        .as_object()
+        .expect("services")
+        .keys()
+        .cloned()
+        .collect();
+    assert_eq!(
+        entries, binaries,
+        "the chart has an entry for exactly the service binaries"
+    );
+
+    let rendered: BTreeSet<String> = deployments(&render(&[]))
+        .iter()
+        .map(|d| {
+            let image = d["spec"]["template"]["spec"]["containers"][0]["image"]
+                .as_str()
+                .expect("image");
+            let name = d["metadata"]["name"].as_str().expect("name");
+            assert!(
+                image.starts_with(&format!("kafka-microservices/{name}:")),
+                "{name} runs its own image: {image}"
+            );
+            name.to_owned()
+        })
+        .collect();
+    assert_eq!(rendered, binaries);
+}
+
+#[test]
+fn every_offline_check_fails_on_its_broken_fixture() {
+    // A control run: the same checks pass on a valid values file, so a failure below is the fixture's.
+    let (ok, out) = chart_check(&["--values", &format!("{CHART}/ci/minimal-values.yaml")]);
+    assert!(ok, "the checks pass on valid values:\n{out}");
+
+    let fixtures = root().join("tests/fixtures/chart");
+    let mut checks = BTreeSet::new();
+    for entry in std::fs::read_dir(&fixtures).expect("fixtures") {
+        let path = entry.expect("entry").path();
+        let file = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("name")
+            .to_owned();
+        let check = file.split("--").next().expect("check name").to_owned();
+        let (ok, out) = chart_check(&["--values", path.to_str().expect("utf-8"), "--only", &check]);
+        assert!(!ok, "{file} must fail the {check} check:\n{out}");
+        assert!(
+            out.lines().any(|l| l.starts_with(&format!("FAIL {check}"))),
+            "{file} fails {check} itself:\n{out}"
+        );
+        checks.insert(check);
+    }
+    let (ok, out) = chart_check(&[
+        "--values",
+        &format!("{CHART}/ci/minimal-values.yaml"),
+        "--only",
+        "hadolint",
+        "--dockerfile",
+        "tests/fixtures/Dockerfile.broken",
+    ]);
+    assert!(
+        !ok && out.contains("FAIL hadolint"),
+        "the broken Dockerfile fails hadolint:\n{out}"
+    );
+    checks.insert("hadolint".into());
+    let expected: BTreeSet<String> = ["lint", "schema", "checkov", "yamllint", "hadolint"]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    assert_eq!(checks, expected, "every check has a fixture that breaks it");
+}
+
+fn make(args: &[&str], path: &str) -> (bool, String) {
+    let out = Command::new("make")
+        .args(args)
+        .current_dir(root())
+        .env("PATH", path)
+        .output()
+        .expect("run make");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn kind_up_without_the_tools_stops_at_once_and_names_them() {
+    let (ok, out) = make(
+        &[
+            "kind-up",
+            "DOCKER=no-docker-here",
+            "KIND=no-kind-here",
+            "KUBECTL=no-kubectl-here",
+            "HELM=no-helm-here",
+        ],
+        "/usr/bin:/bin",
+    );
+    assert!(!ok);
+    for tool in ["Docker", "kind", "kubectl", "Helm"] {
+        assert!(
+            out.contains(&format!("  - {tool} ")),
+            "names {tool}:\n{out}"
+        );
+    }
+    assert!(
+        !out.contains("==> kind cluster"),
+        "nothing was started:\n{out}"
+    );
+}
+
+#[test]
+fn make_help_lists_every_target() {
+    let (ok, help) = make(&["help"], &std::env::var("PATH").unwrap_or_default());
+    assert!(ok, "{help}");
+    let makefile = std::fs::read_to_string(root().join("Makefile")).expect("Makefile");
+    let targets: Vec<&str> = makefile
+        .lines()
+        .filter(|l| {
+            !l.starts_with('.') && !l.starts_with('\t') && !l.contains(":=") && !l.contains("?=")
+        })
+        .filter_map(|l| l.split_once(':').map(|(t, _)| t))
+        .filter(|t| !t.is_empty() && t.chars().all(|c| c.is_ascii_lowercase() || c == '-'))
+        .collect();
+    for target in [
+        "kind-up",
+        "kind-down",
+        "images",
+        "deploy",
+        "scale-payment",
+        "jaeger",
+        "logs",
+        "lint",
+        "chart-check",
+        "test",
+        "run",
+    ] {
+        assert!(targets.contains(&target), "the Makefile has `{target}`");
+    }
+    for target in targets {
+        assert!(
+            help.contains(&format!("{target} ")),
+            "`make help` lists {target}:\n{help}"
+        );
+    }
+}
+
+#[test]
+fn the_tools_are_pinned_and_installed() {
+    let out = Command::new(tools().join("helm"))
+        .arg("version")
+        .arg("--short")
+        .output()
+        .expect("helm");
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("v3.19.0"));
+}
