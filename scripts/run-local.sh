@@ -15,7 +15,7 @@ LOGS="$RUN_DIR/logs"
 BOOTSTRAP="127.0.0.1:$KAFKA_PORT"
 # name http-port ops-port
 SERVICES=("order 8080 9180" "payment - 9181" "notification 8082 9182" "inventory 8083 9183")
-TOPICS=("orders 6" "orders.dlq 1" "payments 6" "payments.dlq 1" "inventory 3")
+TOPICS=("orders 6" "orders.dlq 1" "payments 6" "payments.dlq 1" "inventory 3" "notifications 6")
 
 step() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'run-local: %s\n' "$*" >&2; exit 1; }

@@ -4,6 +4,7 @@
 //! Everything a test needs it starts itself: the broker binary is installed by the project's own
 //! script if missing, and the service binaries are built on first use.
 
+pub mod audit;
 pub mod broker;
 pub mod deploy;
 pub mod otlp;
@@ -12,12 +13,21 @@ pub mod topics;
 
 pub use broker::Broker;
 pub use otlp::Collector;
-pub use service::{Service, Stack};
+pub use service::{Feeder, Service, Stack};
 
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// The topics of the order flow with their partition counts, as the chart and `make run` create
+/// them (each also gets its `.dlq`).
+pub const FLOW_TOPICS: &[(&str, i32)] = &[
+    (events::topics::ORDERS, 6),
+    (events::topics::PAYMENTS, 6),
+    (events::topics::INVENTORY, 3),
+    (events::topics::NOTIFICATIONS, 6),
+];
 
 /// The workspace root.
 pub fn root() -> PathBuf {

@@ -199,6 +199,16 @@ impl Service {
             .expect("metrics text")
     }
 
+    /// The sum of every series of a metric (0 when absent).
+    pub async fn metric(&self, name: &str) -> f64 {
+        self.metrics()
+            .await
+            .lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     pub fn signal(&self, signal: &str) {
         let status = Command::new("kill")
             .args([&format!("-{signal}"), &self.child.id().to_string()])
@@ -285,5 +295,71 @@ impl Stack {
             .json()
             .await
             .expect("json")
+    }
+}
+
+/// Places `count` orders over HTTP in the background, `concurrency` at a time, at most `rate` a
+/// second (so a test can change the system while the stream is still flowing).
+pub struct Feeder {
+    placed: Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<std::collections::HashSet<String>>,
+}
+
+impl Feeder {
+    pub async fn start(order: &Service, count: usize, concurrency: usize, rate: f64) -> Self {
+        use futures::StreamExt;
+        let url = order.url("http", "/orders").await;
+        let placed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = placed.clone();
+        let task = tokio::spawn(async move {
+            let client = crate::http();
+            let ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+            tokio_stream::wrappers::IntervalStream::new(ticks)
+                .take(count)
+                .enumerate()
+                .map(|(i, _)| {
+                    let (client, url, counter) = (client.clone(), url.clone(), counter.clone());
+                    async move {
+                        let body =
+                            crate::order_body(1 + (i as u64 % 100), 500 + (i as i64 % 400) * 25);
+                        let res = client
+                            .post(url)
+                            .json(&body)
+                            .send()
+                            .await
+                            .expect("POST /orders");
+                        assert_eq!(res.status().as_u16(), 202, "order {i} accepted");
+                        let id = res.json::<Value>().await.expect("json")["order_id"]
+                            .as_str()
+                            .expect("order_id")
+                            .to_owned();
+                        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        id
+                    }
+                })
+                .buffer_unordered(concurrency)
+                .collect()
+                .await
+        });
+        Self { placed, task }
+    }
+
+    pub fn placed(&self) -> usize {
+        self.placed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Waits until at least `n` orders are placed.
+    pub async fn reached(&self, n: usize) {
+        eventually(
+            &format!("{n} orders placed"),
+            Duration::from_secs(120),
+            || async { (self.placed() >= n).then_some(()) },
+        )
+        .await;
+    }
+
+    /// The ids of every accepted order.
+    pub async fn finish(self) -> std::collections::HashSet<String> {
+        self.task.await.expect("feeder task")
     }
 }

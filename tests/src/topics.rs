@@ -148,11 +148,15 @@ impl Writer {
     }
 
     pub async fn write(&self, topic: &str, key: &str, payload: &[u8]) {
+        self.write_opt(topic, key, Some(payload)).await;
+    }
+
+    /// Writes a record whose payload may be absent (a tombstone).
+    pub async fn write_opt(&self, topic: &str, key: &str, payload: Option<&[u8]>) {
+        let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic).key(key);
+        record.payload = payload;
         self.0
-            .send(
-                FutureRecord::to(topic).key(key).payload(payload),
-                Duration::from_secs(10),
-            )
+            .send(record, Duration::from_secs(10))
             .await
             .map_err(|(e, _)| e)
             .expect("raw record acknowledged");

@@ -13,6 +13,7 @@ async fn poison_records_are_dead_lettered_and_the_stream_moves_on() {
         (topics::ORDERS, 1),
         (topics::PAYMENTS, 1),
         (topics::INVENTORY, 1),
+        (topics::NOTIFICATIONS, 1),
     ]);
     let stack = Stack::start(
         "dead_letters",

@@ -40,7 +40,7 @@ fn service_binaries() -> BTreeSet<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_charts_environment_starts_the_real_binaries() {
     let objects = render(&[]);
-    let broker = Broker::start(&[("orders", 6), ("payments", 6), ("inventory", 3)]);
+    let broker = Broker::start(system_tests::FLOW_TOPICS);
     let collector = Collector::start().await;
     let grace =
         deployments(&objects)[0]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]

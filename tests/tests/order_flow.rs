@@ -9,15 +9,9 @@ use std::time::Duration;
 use system_tests::topics::read_all;
 use system_tests::{Broker, Stack, eventually, order_body};
 
-const FLOW_TOPICS: &[(&str, i32)] = &[
-    (topics::ORDERS, 6),
-    (topics::PAYMENTS, 6),
-    (topics::INVENTORY, 3),
-];
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_order_reaches_a_notification_with_the_gateways_decision() {
-    let broker = Broker::start(FLOW_TOPICS);
+    let broker = Broker::start(system_tests::FLOW_TOPICS);
     // A low limit makes some orders fail by amount, and the failure rate others by draw.
     let env = [
         ("PAYMENT_FAILURE_RATE", "0.25"),
@@ -127,7 +121,7 @@ async fn every_order_reaches_a_notification_with_the_gateways_decision() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn invalid_requests_get_a_json_reason_and_publish_nothing() {
-    let broker = Broker::start(FLOW_TOPICS);
+    let broker = Broker::start(system_tests::FLOW_TOPICS);
     let order = system_tests::Service::start("invalid_requests", "order", &broker, &[]);
     order.wait_ready().await;
     let url = order.url("http", "/orders").await;

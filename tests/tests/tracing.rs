@@ -1,17 +1,12 @@
 //! One order is one trace: HTTP → Kafka → every service, exported over OTLP/gRPC.
 
-use events::topics;
 use std::time::Duration;
 use system_tests::otlp::Span;
 use system_tests::{Broker, Collector, Stack, eventually, order_body};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_order_is_one_trace_from_http_through_kafka_to_every_service() {
-    let broker = Broker::start(&[
-        (topics::ORDERS, 6),
-        (topics::PAYMENTS, 6),
-        (topics::INVENTORY, 3),
-    ]);
+    let broker = Broker::start(system_tests::FLOW_TOPICS);
     let collector = Collector::start().await;
     let stack = Stack::start(
         "tracing",

@@ -8,11 +8,13 @@
 
 mod amount;
 mod inventory;
+mod notification;
 mod order;
 mod payment;
 
 pub use amount::Amount;
 pub use inventory::{InventoryEvent, InventoryStatus, Shortage};
+pub use notification::NotificationSent;
 pub use order::{LineItem, NewOrder, OrderCreated, ValidationError, limits};
 pub use payment::{PaymentProcessed, PaymentStatus};
 
@@ -23,6 +25,7 @@ pub mod topics {
     pub const ORDERS: &str = "orders";
     pub const PAYMENTS: &str = "payments";
     pub const INVENTORY: &str = "inventory";
+    pub const NOTIFICATIONS: &str = "notifications";
 
     /// The dead-letter topic that records from `topic` go to when they cannot be handled.
     pub fn dead_letter(topic: &str) -> String {

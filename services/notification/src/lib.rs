@@ -1,17 +1,18 @@
 //! The notification service: consumer group `notification` on `payments`. "Sends" the customer
-//! message (a structured log line, as the original demo printed it), keeps the recent ones at
-//! `GET /notifications`, and never sends twice for a payment event still in its window.
+//! message (a structured log line, as the original demo printed it), records it as
+//! `notification_sent` on `notifications`, keeps the recent ones at `GET /notifications`, and never
+//! sends twice for a payment event still in its window.
 
 mod outbox;
 
-pub use outbox::{Notification, Outbox, message_for};
+pub use outbox::{Outbox, message_for};
 
 use axum::extract::{Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use events::{PaymentProcessed, topics};
 use platform::config::{ConfigError, Env};
-use platform::kafka::{HandleError, Handler, RecordMeta, Rejection};
+use platform::kafka::{HandleError, Handler, Publisher, RecordMeta, Rejection};
 use platform::{Api, ServiceConfig, Subscription};
 use prometheus::{IntCounter, IntCounterVec, Opts};
 use serde::Deserialize;
@@ -57,6 +58,7 @@ impl Config {
 
 struct Notifier {
     outbox: Arc<Mutex<Outbox>>,
+    publisher: Publisher,
     sent: IntCounterVec,
     duplicates: IntCounter,
 }
@@ -76,30 +78,34 @@ impl Handler for Notifier {
         payment: PaymentProcessed,
         _meta: &RecordMeta,
     ) -> Result<(), HandleError> {
-        let sent = self
+        let (sent, new) = self
             .outbox
             .lock()
             .expect("outbox lock")
             .send(&payment, chrono::Utc::now());
-        match sent {
-            Some(n) => {
-                self.sent
-                    .with_label_values(&[payment.status.as_str()])
-                    .inc();
-                tracing::info!(
-                    order_id = %n.order_id,
-                    user_id = n.user_id,
-                    status = payment.status.as_str(),
-                    channel = "email",
-                    "{}",
-                    n.message
-                );
-            }
-            None => {
-                self.duplicates.inc();
-                tracing::info!(event_id = %payment.event_id, order_id = %payment.order_id, "duplicate payment event; notification already sent");
-            }
+        if new {
+            self.sent
+                .with_label_values(&[payment.status.as_str()])
+                .inc();
+            tracing::info!(
+                order_id = %sent.order_id,
+                user_id = sent.user_id,
+                status = payment.status.as_str(),
+                channel = %sent.channel,
+                "{}",
+                sent.message
+            );
+        } else {
+            self.duplicates.inc();
+            tracing::info!(event_id = %payment.event_id, order_id = %payment.order_id, "duplicate payment event; notification already sent");
         }
+        // Published on every delivery: if the first publish was lost with a crash, this is its retry,
+        // and downstream sees the identical record.
+        let payload = serde_json::to_vec(&sent).expect("events serialise");
+        self.publisher
+            .publish(topics::NOTIFICATIONS, &sent.order_id.to_string(), &payload)
+            .await
+            .map_err(|e| HandleError::Retriable(e.to_string()))?;
         Ok(())
     }
 }
@@ -136,9 +142,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), plat
     let subscription = Subscription {
         group: "notification",
         topic: topics::PAYMENTS,
-        writes: &[],
+        writes: &[topics::NOTIFICATIONS],
     };
-    platform::run_consumer(&config.service, subscription, shutdown, |rt, _publisher| {
+    platform::run_consumer(&config.service, subscription, shutdown, |rt, publisher| {
         let outbox = Arc::new(Mutex::new(Outbox::new(config.dedup_window, config.history)));
         let sent = IntCounterVec::new(
             Opts::new(
@@ -162,6 +168,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), plat
             1024,
         );
         let handler = Notifier {
+            publisher,
             outbox,
             sent,
             duplicates,

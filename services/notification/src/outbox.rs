@@ -1,21 +1,13 @@
 //! What was sent: the de-duplication window and the recent history.
 
 use chrono::{DateTime, Utc};
-use events::{PaymentProcessed, PaymentStatus};
+use events::{NotificationSent, PaymentProcessed, PaymentStatus};
 use platform::idempotency::Window;
-use serde::Serialize;
 use std::collections::VecDeque;
 use uuid::Uuid;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Notification {
-    pub payment_event_id: Uuid,
-    pub order_id: Uuid,
-    pub user_id: u64,
-    pub status: PaymentStatus,
-    pub message: String,
-    pub sent_at: DateTime<Utc>,
-}
+/// Namespace for notification event ids: `event_id = uuid5(NOTIFICATION_EVENTS, payment event_id)`.
+const NOTIFICATION_EVENTS: Uuid = Uuid::from_u128(0x9c4b_7e21_0d3f_4a58_b6e2_5f10_7a3c_9d8e);
 
 /// The customer message, worded as the original demo's.
 pub fn message_for(payment: &PaymentProcessed) -> String {
@@ -34,8 +26,8 @@ pub fn message_for(payment: &PaymentProcessed) -> String {
 }
 
 pub struct Outbox {
-    seen: Window<Uuid, ()>,
-    history: VecDeque<Notification>,
+    sent: Window<Uuid, NotificationSent>,
+    history: VecDeque<NotificationSent>,
     history_len: usize,
     sent_total: u64,
     duplicates: u64,
@@ -44,7 +36,7 @@ pub struct Outbox {
 impl Outbox {
     pub fn new(dedup_window: usize, history_len: usize) -> Self {
         Self {
-            seen: Window::new(dedup_window),
+            sent: Window::new(dedup_window),
             history: VecDeque::with_capacity(history_len.min(4096)),
             history_len,
             sent_total: 0,
@@ -52,31 +44,39 @@ impl Outbox {
         }
     }
 
-    /// Sends the notification for `payment` unless its event was already notified.
-    pub fn send(&mut self, payment: &PaymentProcessed, now: DateTime<Utc>) -> Option<Notification> {
-        if self.seen.get(&payment.event_id).is_some() {
+    /// The notification for `payment`, and whether it is new (the message must be sent now) or was
+    /// already sent for this payment event (the first record is returned unchanged).
+    pub fn send(
+        &mut self,
+        payment: &PaymentProcessed,
+        now: DateTime<Utc>,
+    ) -> (NotificationSent, bool) {
+        if let Some(first) = self.sent.get(&payment.event_id) {
             self.duplicates += 1;
-            return None;
+            return (first.clone(), false);
         }
-        self.seen.remember(payment.event_id, ());
-        let n = Notification {
-            payment_event_id: payment.event_id,
+        let n = NotificationSent {
+            event_id: Uuid::new_v5(&NOTIFICATION_EVENTS, payment.event_id.as_bytes()),
+            event_type: NotificationSent::EVENT_TYPE.to_owned(),
+            occurred_at: now,
             order_id: payment.order_id,
             user_id: payment.user_id,
+            payment_event_id: payment.event_id,
             status: payment.status,
+            channel: "email".to_owned(),
             message: message_for(payment),
-            sent_at: now,
+            order_created_at: payment.order_created_at,
         };
         if self.history.len() == self.history_len {
             self.history.pop_front();
         }
         self.history.push_back(n.clone());
         self.sent_total += 1;
-        Some(n)
+        (self.sent.remember(payment.event_id, n).clone(), true)
     }
 
     /// The newest first, optionally only one order's.
-    pub fn recent(&self, order_id: Option<Uuid>, limit: usize) -> Vec<&Notification> {
+    pub fn recent(&self, order_id: Option<Uuid>, limit: usize) -> Vec<&NotificationSent> {
         self.history
             .iter()
             .rev()
@@ -115,11 +115,17 @@ mod tests {
     }
 
     #[test]
-    fn a_payment_event_is_notified_once() {
+    fn a_payment_event_is_notified_once_and_replayed_identically() {
         let mut outbox = Outbox::new(10, 10);
         let p = payment(PaymentStatus::PaymentSuccessful);
-        assert!(outbox.send(&p, Utc::now()).is_some());
-        assert!(outbox.send(&p, Utc::now()).is_none());
+        let (first, new) = outbox.send(&p, Utc::now());
+        assert!(new);
+        let (again, new) = outbox.send(&p, Utc::now());
+        assert!(!new);
+        assert_eq!(
+            first, again,
+            "a redelivery republishes the identical record"
+        );
         assert_eq!((outbox.sent_total(), outbox.duplicates()), (1, 1));
     }
 
