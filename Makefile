@@ -20,7 +20,7 @@ CHART ?= charts/kafka-microservices
 KAFKA_PROFILE ?= dev
 STRIMZI_VERSION ?= 1.2.0
 STRIMZI_CHART ?= oci://quay.io/strimzi-helm/strimzi-kafka-operator
-SERVICES ?= order payment notification inventory
+SERVICES ?= order payment notification inventory loadgen
 IMAGE_REPOSITORY ?= kafka-microservices
 IMAGE_TAG ?= dev-$(shell git rev-parse --short HEAD 2>/dev/null || echo local)
 REPLICAS ?= 3
@@ -30,6 +30,8 @@ KIND ?= kind
 KUBECTL ?= kubectl
 HELM ?= helm
 KAFKA_READY_TIMEOUT ?= 900s
+LOAD_RATE ?= 100
+LOAD_COUNT ?= 2000
 
 export TOOLS_DIR KAFKA_PORT ORDER_GENERATOR_RATE PROFILE NAMESPACE
 
@@ -50,6 +52,10 @@ help: ## Show this help
 .PHONY: run
 run: ## Run the whole system locally: broker, topics, every service, order generator (Ctrl-C stops)
 	scripts/run-local.sh
+
+.PHONY: load
+load: ## Send LOAD_COUNT orders at LOAD_RATE/s (0: as fast as possible) to `make run` and print the report
+	$(CARGO) run --release --quiet -p loadgen -- --rate $(LOAD_RATE) --count $(LOAD_COUNT)
 
 .PHONY: build
 build: ## Build every service binary
@@ -163,6 +169,18 @@ deploy: ## helm upgrade --install the services (and their KafkaTopics), waiting 
 	  --wait --timeout 10m \
 	  || { echo "deploy: not ready in time; kubectl -n $(NAMESPACE) get pods; make logs" >&2; exit 1; }
 	$(HELM) test $(RELEASE) --namespace $(NAMESPACE) --logs
+
+.PHONY: load-k8s
+load-k8s: ## Run the load generator as a Job in the cluster (LOAD_RATE, LOAD_COUNT) and print its report
+	$(call step,load run: $(LOAD_COUNT) orders at $(LOAD_RATE)/s)
+	$(HELM) upgrade $(RELEASE) $(CHART) --namespace $(NAMESPACE) --reuse-values \
+	  --set loadgen.enabled=true --set loadgen.rate=$(LOAD_RATE) --set loadgen.count=$(LOAD_COUNT)
+	@job=$$($(KUBECTL) get jobs --namespace $(NAMESPACE) -l app.kubernetes.io/name=loadgen \
+	  --sort-by=.metadata.creationTimestamp -o name | tail -n 1); \
+	echo "waiting for $$job"; \
+	$(KUBECTL) wait --namespace $(NAMESPACE) --for=condition=complete --timeout=30m $$job \
+	  || echo "load-k8s: $$job did not complete (lost orders make it fail); its log follows" >&2; \
+	$(KUBECTL) logs --namespace $(NAMESPACE) $$job
 
 .PHONY: urls
 urls: ## Print where everything is

@@ -54,7 +54,8 @@ for s in "${SERVICES[@]}"; do
 done
 
 mkdir -p "$LOGS"
-trap cleanup INT TERM EXIT
+trap cleanup EXIT
+trap 'cleanup; exit 130' INT TERM
 
 step "starting the broker on $BOOTSTRAP"
 # Each process gets its own session, so a Ctrl-C reaches only this script, which then stops the

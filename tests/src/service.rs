@@ -42,6 +42,11 @@ fn bin_dir() -> PathBuf {
     .clone()
 }
 
+/// The path of a workspace binary, built if needed.
+pub fn binary(name: &str) -> PathBuf {
+    bin_dir().join(name)
+}
+
 pub struct Service {
     pub name: String,
     child: Child,

@@ -109,7 +109,8 @@ impl KafkaConfig {
         let mut c = self.base();
         c.set("acks", "all")
             .set("enable.idempotence", "true")
-            .set("linger.ms", "5")
+            // Publishes are awaited one by one in the consume loops, so waiting to batch only adds latency.
+            .set("linger.ms", "1")
             .set("compression.type", "lz4")
             .set("message.timeout.ms", ms(self.delivery_timeout));
         c

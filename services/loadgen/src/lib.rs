@@ -1,0 +1,357 @@
+//! The load generator: sends orders to the order API at a given rate (or as fast as the API
+//! accepts them) for a count or a duration, watches the `notifications` topic for each order's
+//! notification, and reports what was sent, completed and lost, with end-to-end latency
+//! percentiles measured on its own clock (request sent → notification seen).
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+use uuid::Uuid;
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Base URL of the order API (`…/orders` is appended).
+    pub order_url: String,
+    pub bootstrap_servers: String,
+    /// Orders per second; 0 sends as fast as `concurrency` allows.
+    pub rate: f64,
+    pub count: Option<u64>,
+    pub duration: Option<Duration>,
+    /// Requests in flight at most.
+    pub concurrency: usize,
+    /// How long to wait for the last notifications after sending stops.
+    pub drain_timeout: Duration,
+    /// Draw a progress bar (else a plain line every 5 s).
+    pub progress_bar: bool,
+}
+
+/// Latency percentiles in milliseconds.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Latency {
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Latency {
+    pub fn from_samples(mut samples: Vec<Duration>) -> Self {
+        if samples.is_empty() {
+            return Self::default();
+        }
+        samples.sort_unstable();
+        let at = |q: f64| {
+            // Nearest-rank percentile.
+            #[allow(
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss,
+                clippy::cast_precision_loss
+            )]
+            let rank = ((q * samples.len() as f64).ceil() as usize).clamp(1, samples.len());
+            samples[rank - 1].as_secs_f64() * 1000.0
+        };
+        Self {
+            p50_ms: at(0.50),
+            p95_ms: at(0.95),
+            p99_ms: at(0.99),
+            max_ms: at(1.0),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub sent: u64,
+    pub accepted: u64,
+    pub rejected: u64,
+    pub completed: u64,
+    pub lost: u64,
+    pub elapsed_s: f64,
+    /// Orders accepted per second while sending.
+    pub send_rate: f64,
+    /// Orders completed per second, from the first request to the last notification.
+    pub throughput: f64,
+    pub latency: Latency,
+    /// The first few request failures, for the reader.
+    pub errors: Vec<String>,
+}
+
+impl Report {
+    /// The final table.
+    pub fn table(&self) -> String {
+        let rows = [
+            ("sent", self.sent.to_string()),
+            ("accepted (202)", self.accepted.to_string()),
+            ("rejected / failed", self.rejected.to_string()),
+            ("completed (notified)", self.completed.to_string()),
+            ("lost", self.lost.to_string()),
+            ("elapsed", format!("{:.1} s", self.elapsed_s)),
+            ("send rate", format!("{:.0} orders/s", self.send_rate)),
+            ("throughput", format!("{:.0} orders/s", self.throughput)),
+            ("latency p50", format!("{:.1} ms", self.latency.p50_ms)),
+            ("latency p95", format!("{:.1} ms", self.latency.p95_ms)),
+            ("latency p99", format!("{:.1} ms", self.latency.p99_ms)),
+            ("latency max", format!("{:.1} ms", self.latency.max_ms)),
+        ];
+        let mut out = String::from("┌──────────────────────┬──────────────────┐\n");
+        for (k, v) in rows {
+            out.push_str(&format!("│ {k:<20} │ {v:>16} │\n"));
+        }
+        out.push_str("└──────────────────────┴──────────────────┘");
+        out
+    }
+}
+
+#[derive(Default)]
+struct Shared {
+    pending: Mutex<HashMap<Uuid, Instant>>,
+    latencies: Mutex<Vec<Duration>>,
+    sent: AtomicU64,
+    accepted: AtomicU64,
+    rejected: AtomicU64,
+    completed: AtomicU64,
+    errors: Mutex<Vec<String>>,
+    last_completion: Mutex<Option<Instant>>,
+}
+
+impl Shared {
+    fn fail(&self, error: String) {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+        let mut errors = self.errors.lock().expect("errors lock");
+        if errors.len() < 10 {
+            errors.push(error);
+        }
+    }
+}
+
+/// A consumer of `notifications` positioned at the current end of every partition, so only
+/// notifications of this run's orders (and later ones) are read.
+fn notifications_consumer(bootstrap: &str) -> anyhow::Result<StreamConsumer> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("loadgen-{}", Uuid::new_v4()))
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let topic = events::topics::NOTIFICATIONS;
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let partitions: Vec<i32> = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+        .unwrap_or_default();
+    anyhow::ensure!(
+        !partitions.is_empty(),
+        "topic `{topic}` not found at {bootstrap}"
+    );
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions {
+        // An explicit offset, resolved now: `Offset::End` would be resolved at the first fetch,
+        // after which early notifications could already be behind it.
+        let (_, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+        tpl.add_partition_offset(topic, p, Offset::Offset(high))?;
+    }
+    consumer.assign(&tpl)?;
+    Ok(consumer)
+}
+
+/// Runs the load and returns the report.
+pub async fn run(opts: Options) -> anyhow::Result<Report> {
+    anyhow::ensure!(
+        opts.count.is_some() || opts.duration.is_some(),
+        "give a count or a duration"
+    );
+    anyhow::ensure!(opts.concurrency > 0, "concurrency must be positive");
+    let shared = Arc::new(Shared::default());
+    let consumer = notifications_consumer(&opts.bootstrap_servers)?;
+    let receiver = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok(msg) = consumer.recv().await else {
+                    continue;
+                };
+                let Some(payload) = msg.payload() else {
+                    continue;
+                };
+                let Ok(n) = serde_json::from_slice::<events::NotificationSent>(payload) else {
+                    continue;
+                };
+                let started = shared
+                    .pending
+                    .lock()
+                    .expect("pending lock")
+                    .remove(&n.order_id);
+                if let Some(started) = started {
+                    let now = Instant::now();
+                    shared
+                        .latencies
+                        .lock()
+                        .expect("latencies lock")
+                        .push(now - started);
+                    shared.completed.fetch_add(1, Ordering::Relaxed);
+                    *shared.last_completion.lock().expect("last lock") = Some(now);
+                }
+            }
+        })
+    };
+
+    let bar = progress(&opts);
+    let reporter = {
+        let (shared, bar) = (shared.clone(), bar.clone());
+        tokio::spawn(async move {
+            let mut last = (Instant::now(), 0);
+            let mut plain_at = Instant::now();
+            loop {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                let accepted = shared.accepted.load(Ordering::Relaxed);
+                let completed = shared.completed.load(Ordering::Relaxed);
+                let rate = (accepted - last.1) as f64 / last.0.elapsed().as_secs_f64();
+                last = (Instant::now(), accepted);
+                let line = format!(
+                    "{rate:>6.0} orders/s  completed {completed}  in flight {}",
+                    accepted - completed
+                );
+                match &bar {
+                    Some(bar) => {
+                        bar.set_position(shared.sent.load(Ordering::Relaxed));
+                        bar.set_message(line);
+                    }
+                    None if plain_at.elapsed() >= Duration::from_secs(5) => {
+                        plain_at = Instant::now();
+                        eprintln!("sent {}  {line}", shared.sent.load(Ordering::Relaxed));
+                    }
+                    None => {}
+                }
+            }
+        })
+    };
+
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let url = format!("{}/orders", opts.order_url.trim_end_matches('/'));
+    let started = Instant::now();
+    let deadline = opts.duration.map(|d| started + d);
+    let slots = Arc::new(Semaphore::new(opts.concurrency));
+    let mut ticker =
+        (opts.rate > 0.0).then(|| tokio::time::interval(Duration::from_secs_f64(1.0 / opts.rate)));
+    let mut rng = fastrand::Rng::new();
+    let mut requests = tokio::task::JoinSet::new();
+    let mut sent = 0u64;
+    while opts.count.is_none_or(|c| sent < c) && deadline.is_none_or(|d| Instant::now() < d) {
+        if let Some(t) = ticker.as_mut() {
+            t.tick().await;
+        }
+        let slot = slots.clone().acquire_owned().await?;
+        let body = order::random_order(&mut rng);
+        let (client, url, shared) = (client.clone(), url.clone(), shared.clone());
+        shared.sent.fetch_add(1, Ordering::Relaxed);
+        sent += 1;
+        requests.spawn(async move {
+            let _slot = slot;
+            let begun = Instant::now();
+            match client.post(&url).json(&body).send().await {
+                Ok(res) if res.status().as_u16() == 202 => match res
+                    .json::<serde_json::Value>()
+                    .await
+                {
+                    Ok(v) => match v["order_id"].as_str().and_then(|s| s.parse::<Uuid>().ok()) {
+                        Some(id) => {
+                            shared
+                                .pending
+                                .lock()
+                                .expect("pending lock")
+                                .insert(id, begun);
+                            shared.accepted.fetch_add(1, Ordering::Relaxed);
+                        }
+                        None => shared.fail(format!("202 without an order_id: {v}")),
+                    },
+                    Err(e) => shared.fail(format!("unreadable 202 body: {e}")),
+                },
+                Ok(res) => {
+                    let status = res.status();
+                    let body = res.text().await.unwrap_or_default();
+                    shared.fail(format!("{status}: {body}"));
+                }
+                Err(e) => shared.fail(format!("request failed: {e}")),
+            }
+        });
+    }
+    while requests.join_next().await.is_some() {}
+    let sending = started.elapsed();
+
+    let accepted = shared.accepted.load(Ordering::Relaxed);
+    let drain_until = Instant::now() + opts.drain_timeout;
+    while shared.completed.load(Ordering::Relaxed) < accepted && Instant::now() < drain_until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    reporter.abort();
+    receiver.abort();
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+
+    let completed = shared.completed.load(Ordering::Relaxed);
+    let finished = shared
+        .last_completion
+        .lock()
+        .expect("last lock")
+        .unwrap_or(started + sending);
+    let span = (finished - started).as_secs_f64().max(f64::EPSILON);
+    let latencies = std::mem::take(&mut *shared.latencies.lock().expect("latencies lock"));
+    #[allow(clippy::cast_precision_loss)]
+    Ok(Report {
+        sent,
+        accepted,
+        rejected: shared.rejected.load(Ordering::Relaxed),
+        completed,
+        lost: accepted - completed,
+        elapsed_s: started.elapsed().as_secs_f64(),
+        send_rate: accepted as f64 / sending.as_secs_f64().max(f64::EPSILON),
+        throughput: completed as f64 / span,
+        latency: Latency::from_samples(latencies),
+        errors: std::mem::take(&mut *shared.errors.lock().expect("errors lock")),
+    })
+}
+
+fn progress(opts: &Options) -> Option<indicatif::ProgressBar> {
+    if !opts.progress_bar {
+        return None;
+    }
+    let bar = match opts.count {
+        Some(n) => indicatif::ProgressBar::new(n),
+        None => indicatif::ProgressBar::new_spinner(),
+    };
+    let template = if opts.count.is_some() {
+        "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}"
+    } else {
+        "{spinner} [{elapsed_precise}] sent {pos} {msg}"
+    };
+    bar.set_style(indicatif::ProgressStyle::with_template(template).expect("valid template"));
+    Some(bar)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_use_the_nearest_rank() {
+        let samples: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        let l = Latency::from_samples(samples);
+        assert_eq!(
+            (l.p50_ms, l.p95_ms, l.p99_ms, l.max_ms),
+            (50.0, 95.0, 99.0, 100.0)
+        );
+        assert_eq!(Latency::from_samples(vec![]), Latency::default());
+        let one = Latency::from_samples(vec![Duration::from_millis(7)]);
+        assert_eq!((one.p50_ms, one.p99_ms), (7.0, 7.0));
+    }
+}

@@ -1,0 +1,112 @@
+//! The load generator counts what it sent, what completed and what was lost, from the
+//! notifications topic, and fails when orders are lost.
+
+use std::process::Command;
+use system_tests::{Broker, FLOW_TOPICS, Stack};
+
+fn loadgen(
+    stack_order_url: &str,
+    bootstrap: &str,
+    args: &[&str],
+) -> (bool, serde_json::Value, String) {
+    let json = std::env::temp_dir().join(format!("loadgen-{}.json", uuid::Uuid::new_v4()));
+    let exe = std::env::current_exe().expect("exe");
+    let bin = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target dir")
+        .join("loadgen");
+    let out = Command::new(bin)
+        .args([
+            "--order-url",
+            stack_order_url,
+            "--bootstrap-servers",
+            bootstrap,
+            "--json",
+        ])
+        .arg(&json)
+        .args(args)
+        .output()
+        .expect("run loadgen (built with the services)");
+    let report = std::fs::read(&json)
+        .map(|b| serde_json::from_slice(&b).expect("report json"))
+        .unwrap_or_default();
+    let _ = std::fs::remove_file(&json);
+    (
+        out.status.success(),
+        report,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn loadgen_sees_every_order_completed_and_reports_latency() {
+    let broker = Broker::start(FLOW_TOPICS);
+    let stack = Stack::start("loadgen", &broker, &[("PAYMENT_GATEWAY_LATENCY_MS", "1")]).await;
+    let base = stack.order.url("http", "").await;
+    let (ok, report, table) = tokio::task::spawn_blocking(move || {
+        loadgen(&base, &broker.bootstrap, &["--count", "300", "--rate", "0"])
+    })
+    .await
+    .expect("loadgen task");
+    assert!(ok, "{table}");
+    assert_eq!(
+        (
+            report["sent"].as_u64(),
+            report["completed"].as_u64(),
+            report["lost"].as_u64()
+        ),
+        (Some(300), Some(300), Some(0))
+    );
+    let l = &report["latency"];
+    let (p50, p95, p99, max) = (
+        l["p50_ms"].as_f64(),
+        l["p95_ms"].as_f64(),
+        l["p99_ms"].as_f64(),
+        l["max_ms"].as_f64(),
+    );
+    assert!(
+        p50 > Some(0.0) && p50 <= p95 && p95 <= p99 && p99 <= max,
+        "{l}"
+    );
+    assert!(report["throughput"].as_f64() > Some(0.0));
+    for row in [
+        "sent",
+        "completed (notified)",
+        "lost",
+        "throughput",
+        "latency p99",
+    ] {
+        assert!(table.contains(row), "the table shows {row}:\n{table}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn loadgen_reports_orders_that_never_complete_as_lost_and_fails() {
+    let broker = Broker::start(FLOW_TOPICS);
+    let mut stack = Stack::start("loadgen_lost", &broker, &[]).await;
+    stack.payment.signal("TERM");
+    stack
+        .payment
+        .wait_exit(std::time::Duration::from_secs(30))
+        .await;
+    let base = stack.order.url("http", "").await;
+    let (ok, report, table) = tokio::task::spawn_blocking(move || {
+        loadgen(
+            &base,
+            &broker.bootstrap,
+            &["--count", "20", "--rate", "0", "--drain-timeout-s", "2"],
+        )
+    })
+    .await
+    .expect("loadgen task");
+    assert!(!ok, "lost orders fail the run:\n{table}");
+    assert_eq!(
+        (
+            report["accepted"].as_u64(),
+            report["completed"].as_u64(),
+            report["lost"].as_u64()
+        ),
+        (Some(20), Some(0), Some(20))
+    );
+}
