@@ -71,6 +71,10 @@ tools: ## Install the pinned tools (broker, helm, kubectl, checkers) into .tools
 test: ## Everything CI runs: formatting, lints, unit and system tests, chart checks
 	scripts/test.sh
 
+.PHONY: bench
+bench: ## Benchmarks (not tests): end-to-end flow, payment scaling, memory and CPU; tables + target/bench/results.json
+	$(CARGO) bench -p system-tests --bench flow
+
 .PHONY: fmt
 fmt: ## Format the code
 	$(CARGO) fmt --all

@@ -1,6 +1,5 @@
 //! A tansu broker process on a free loopback port, in memory, killed when dropped.
 
-use crate::root;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -19,13 +18,7 @@ fn tansu() -> PathBuf {
         if let Ok(bin) = std::env::var("TANSU_BIN") {
             return PathBuf::from(bin);
         }
-        let status = Command::new("bash")
-            .arg(root().join("scripts/install-tools.sh"))
-            .arg("broker")
-            .status()
-            .expect("run scripts/install-tools.sh");
-        assert!(status.success(), "scripts/install-tools.sh broker failed");
-        root().join(".tools/bin/tansu")
+        crate::install_tools("broker").join("tansu")
     })
     .clone()
 }

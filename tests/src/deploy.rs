@@ -10,16 +10,8 @@ use std::sync::OnceLock;
 
 /// `.tools/bin`, with helm, kubectl and the checkers installed.
 pub fn tools() -> PathBuf {
-    static DONE: OnceLock<()> = OnceLock::new();
-    DONE.get_or_init(|| {
-        let status = Command::new("bash")
-            .arg(root().join("scripts/install-tools.sh"))
-            .arg("k8s")
-            .status()
-            .expect("run scripts/install-tools.sh");
-        assert!(status.success(), "scripts/install-tools.sh k8s failed");
-    });
-    root().join(".tools/bin")
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| crate::install_tools("k8s")).clone()
 }
 
 pub const CHART: &str = "charts/kafka-microservices";

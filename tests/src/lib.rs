@@ -8,6 +8,7 @@ pub mod audit;
 pub mod broker;
 pub mod deploy;
 pub mod otlp;
+pub mod procfs;
 pub mod service;
 pub mod topics;
 
@@ -35,6 +36,17 @@ pub fn root() -> PathBuf {
         .parent()
         .expect("tests/ sits in the workspace")
         .to_path_buf()
+}
+
+/// Runs `scripts/install-tools.sh <what>` (pinned, idempotent) and returns `.tools/bin`.
+pub fn install_tools(what: &str) -> PathBuf {
+    let status = std::process::Command::new("bash")
+        .arg(root().join("scripts/install-tools.sh"))
+        .arg(what)
+        .status()
+        .expect("run scripts/install-tools.sh");
+    assert!(status.success(), "scripts/install-tools.sh {what} failed");
+    root().join(".tools/bin")
 }
 
 /// Where a test's service logs go: `target/system-tests/<test>/`, emptied on its first use in a run.

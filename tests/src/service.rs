@@ -233,6 +233,10 @@ impl Service {
         .await
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn log_path(&self) -> &PathBuf {
         &self.log_path
     }
@@ -367,4 +371,21 @@ impl Feeder {
     pub async fn finish(self) -> std::collections::HashSet<String> {
         self.task.await.expect("feeder task")
     }
+}
+
+/// Waits until the consumer replicas together hold all six `orders` partitions, each at least one.
+pub async fn partitions_shared_by(replicas: &[&Service]) {
+    let what = format!("{} replicas to share the 6 partitions", replicas.len());
+    eventually(&what, Duration::from_secs(120), || async {
+        let mut total = 0.0;
+        for r in replicas {
+            let n = r.metric("kafka_consumer_assigned_partitions").await;
+            if n < 1.0 {
+                return None;
+            }
+            total += n;
+        }
+        (total == 6.0).then_some(())
+    })
+    .await;
 }

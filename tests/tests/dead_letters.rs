@@ -23,17 +23,11 @@ async fn poison_records_are_dead_lettered_and_the_stream_moves_on() {
     .await;
     let before = stack.place_order(&order_body(1, 1_000)).await;
 
-    let mut negative = serde_json::json!({
-        "event_id": "6a1f4cf3-5ad0-4d36-9d4b-1c0d4f3a6a10",
-        "event_type": "order_created",
-        "occurred_at": "2026-11-21T10:00:00Z",
-        "order_id": "0b8f4c8e-7c55-4a43-8d4c-6a3a3b2f7f01",
-        "user_id": 18,
-        "amount": 120.5,
-        "currency": "USD",
-        "items": [{"sku": "SKU-1", "quantity": 2}],
-        "status": "created"
-    });
+    let mut negative = serde_json::to_value(events::OrderCreated::new(
+        serde_json::from_value(order_body(18, 12_050)).expect("order"),
+        chrono::Utc::now(),
+    ))
+    .expect("json");
     negative["amount"] = (-120.5).into();
     let poison: [(&str, Vec<u8>, &str); 3] = [
         (

@@ -6,6 +6,7 @@ use events::topics;
 use std::collections::HashSet;
 use std::time::Duration;
 use system_tests::audit::{audit, audit_ignoring};
+use system_tests::service::partitions_shared_by;
 use system_tests::topics::{Writer, read_all};
 use system_tests::{Broker, FLOW_TOPICS, Feeder, Service, Stack, eventually, order_body};
 
@@ -13,26 +14,6 @@ const PAYMENT_ENV: &[(&str, &str)] = &[
     ("PAYMENT_GATEWAY_LATENCY_MS", "2"),
     ("PAYMENT_FAILURE_RATE", "0.1"),
 ];
-
-/// Waits until the payment replicas together hold all six `orders` partitions, each at least one.
-async fn partitions_shared_by(replicas: &[&Service]) {
-    let what = format!(
-        "{} payment replicas to share the 6 partitions",
-        replicas.len()
-    );
-    eventually(&what, Duration::from_secs(60), || async {
-        let mut total = 0.0;
-        for r in replicas {
-            let n = r.metric("kafka_consumer_assigned_partitions").await;
-            if n < 1.0 {
-                return None;
-            }
-            total += n;
-        }
-        (total == 6.0).then_some(())
-    })
-    .await;
-}
 
 async fn wait_notified(notification: &Service, count: usize) {
     eventually(
