@@ -50,12 +50,11 @@ pub enum Error {
     Publish(#[from] kafka::PublishError),
 }
 
-/// The parts of a running service that outlive its workers: metrics, readiness, the shutdown token
-/// and the ops server, which keeps answering (503 on `/readyz`) while the workers drain.
+/// The parts of a running service that outlive its workers: metrics, readiness and the ops server,
+/// which keeps answering (503 on `/readyz`) while the workers drain.
 pub struct Runtime {
     pub metrics: Metrics,
     pub readiness: Readiness,
-    pub shutdown: CancellationToken,
     ops: Server,
 }
 
@@ -73,13 +72,8 @@ impl Runtime {
         Ok(Self {
             metrics,
             readiness,
-            shutdown,
             ops,
         })
-    }
-
-    pub fn ops_addr(&self) -> SocketAddr {
-        self.ops.local_addr
     }
 
     /// The last step before telemetry is flushed: stop the ops server.
