@@ -50,34 +50,76 @@ pub enum Error {
     Publish(#[from] kafka::PublishError),
 }
 
-/// The parts of a running service that outlive its workers: metrics, readiness and the ops server,
-/// which keeps answering (503 on `/readyz`) while the workers drain.
+/// The parts of a running service that outlive its workers: metrics, readiness, the producer with
+/// its broker probe, and the ops server, which keeps answering (503 on `/readyz`) while the
+/// workers drain.
 pub struct Runtime {
     pub metrics: Metrics,
     pub readiness: Readiness,
+    publisher: kafka::Publisher,
+    probe: tokio::task::JoinHandle<()>,
     ops: Server,
 }
 
 impl Runtime {
-    pub async fn start(ops_addr: SocketAddr, shutdown: CancellationToken) -> Result<Self, Error> {
+    /// Starts the ops server, creates the producer, and probes the broker for `topics` behind the
+    /// `broker` readiness gate.
+    pub async fn start(
+        config: &ServiceConfig,
+        topics: Vec<String>,
+        shutdown: CancellationToken,
+    ) -> Result<Self, Error> {
         let metrics = Metrics::new();
         let readiness = Readiness::new(shutdown.clone());
         let router = http::ops_router(readiness.clone(), metrics.clone());
-        let ops = Server::start("ops", ops_addr, router, CancellationToken::new())
+        let ops = Server::start("ops", config.ops_addr, router, CancellationToken::new())
             .await
             .map_err(|source| Error::Bind {
                 what: "OPS_ADDR",
                 source,
             })?;
+        let publisher = kafka::Publisher::new(&config.kafka, metrics.clone())?;
+        let probe = kafka::BrokerProbe::spawn(
+            &publisher,
+            topics,
+            readiness.gate("broker", "not probed yet"),
+            shutdown,
+        );
         Ok(Self {
             metrics,
             readiness,
+            publisher,
+            probe,
             ops,
         })
     }
 
-    /// The last step before telemetry is flushed: stop the ops server.
+    pub fn publisher(&self) -> kafka::Publisher {
+        self.publisher.clone()
+    }
+
+    /// Serves a service's API on `addr` (`HTTP_ADDR`) until `shutdown`.
+    pub async fn serve_api(
+        &self,
+        addr: SocketAddr,
+        router: axum::Router,
+        shutdown: CancellationToken,
+    ) -> Result<Server, Error> {
+        Server::start("http", addr, router, shutdown)
+            .await
+            .map_err(|source| Error::Bind {
+                what: "HTTP_ADDR",
+                source,
+            })
+    }
+
+    /// The end of a stop, once the workers and APIs are done: flush the producer, stop probing,
+    /// stop the ops server. Telemetry is flushed after this, when its guard drops.
     pub async fn stop(self) {
+        self.publisher
+            .flush(std::time::Duration::from_secs(10))
+            .await;
+        self.probe.abort();
         self.ops.stop().await;
         tracing::info!("shutdown complete");
     }
@@ -111,29 +153,15 @@ where
     H: kafka::Handler,
     F: FnOnce(&Runtime, kafka::Publisher) -> (H, Option<Api>),
 {
-    let rt = Runtime::start(config.ops_addr, shutdown.clone()).await?;
-    let publisher = kafka::Publisher::new(&config.kafka, rt.metrics.clone())?;
     let mut needed: Vec<String> = vec![
         subscription.topic.to_owned(),
         format!("{}.dlq", subscription.topic),
     ];
     needed.extend(subscription.writes.iter().map(|t| (*t).to_owned()));
-    let probe = kafka::BrokerProbe::spawn(
-        &publisher,
-        needed,
-        rt.readiness.gate("broker", "not probed yet"),
-        shutdown.clone(),
-    );
-    let (handler, api) = build(&rt, publisher.clone());
+    let rt = Runtime::start(config, needed, shutdown.clone()).await?;
+    let (handler, api) = build(&rt, rt.publisher());
     let http = match api {
-        Some(api) => Some(
-            Server::start("http", api.addr, api.router, shutdown.clone())
-                .await
-                .map_err(|source| Error::Bind {
-                    what: "HTTP_ADDR",
-                    source,
-                })?,
-        ),
+        Some(api) => Some(rt.serve_api(api.addr, api.router, shutdown.clone()).await?),
         None => None,
     };
     let consumer = kafka::ConsumeLoop::new(
@@ -144,7 +172,7 @@ where
             .unwrap_or(subscription.group),
         subscription.topic,
         handler,
-        publisher.clone(),
+        rt.publisher(),
         rt.metrics.clone(),
         &rt.readiness,
     )?;
@@ -152,8 +180,6 @@ where
     if let Some(http) = http {
         http.stop().await;
     }
-    publisher.flush(std::time::Duration::from_secs(10)).await;
-    probe.abort();
     rt.stop().await;
     Ok(())
 }

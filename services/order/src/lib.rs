@@ -11,13 +11,12 @@ use axum::{Json, Router};
 use chrono::Utc;
 use events::{NewOrder, OrderCreated, limits, topics};
 use platform::config::{ConfigError, Env};
-use platform::http::{ApiError, JsonBody, Server};
-use platform::kafka::{BrokerProbe, Publisher};
+use platform::http::{ApiError, JsonBody};
+use platform::kafka::Publisher;
 use platform::{Runtime, ServiceConfig};
 use prometheus::IntCounterVec;
 use serde_json::json;
 use std::net::SocketAddr;
-use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub const SERVICE: &str = "order";
@@ -115,14 +114,12 @@ fn api(orders: Orders) -> Router {
 
 /// Runs the service until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), platform::Error> {
-    let rt = Runtime::start(config.service.ops_addr, shutdown.clone()).await?;
-    let publisher = Publisher::new(&config.service.kafka, rt.metrics.clone())?;
-    let probe = BrokerProbe::spawn(
-        &publisher,
+    let rt = Runtime::start(
+        &config.service,
         vec![topics::ORDERS.to_owned()],
-        rt.readiness.gate("broker", "not probed yet"),
         shutdown.clone(),
-    );
+    )
+    .await?;
     let created = IntCounterVec::new(
         prometheus::Opts::new(
             "orders_created_total",
@@ -133,21 +130,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), plat
     .expect("valid metric");
     rt.metrics.register(Box::new(created.clone()));
     let orders = Orders {
-        publisher: publisher.clone(),
+        publisher: rt.publisher(),
         created,
     };
 
-    let http = Server::start(
-        "http",
-        config.http_addr,
-        api(orders.clone()),
-        shutdown.clone(),
-    )
-    .await
-    .map_err(|source| platform::Error::Bind {
-        what: "HTTP_ADDR",
-        source,
-    })?;
+    let http = rt
+        .serve_api(config.http_addr, api(orders.clone()), shutdown.clone())
+        .await?;
     let generator = (config.generator_rate > 0.0).then(|| {
         tokio::spawn(generator::run(
             orders,
@@ -161,8 +150,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), plat
         let _ = task.await;
     }
     http.stop().await;
-    publisher.flush(Duration::from_secs(10)).await;
-    probe.abort();
     rt.stop().await;
     Ok(())
 }
