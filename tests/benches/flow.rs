@@ -9,7 +9,7 @@
 //! 3. Resources: each service's resident memory idle and its peak under the saturating run, and
 //!    its CPU time per 1,000 orders.
 
-use events::{OrderCreated, PaymentProcessed, topics};
+use events::{PaymentProcessed, topics};
 use futures::StreamExt;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use system_tests::procfs::{cpu_seconds, rss_kib};
 use system_tests::service::partitions_shared_by;
 use system_tests::topics::{Writer, read_all};
-use system_tests::{Broker, FLOW_TOPICS, Service, Stack, eventually, order_body};
+use system_tests::{Broker, FLOW_TOPICS, Service, Stack, eventually};
 
 // Services run as shipped: INFO logs, a line per order and payment.
 const GATEWAY: &[(&str, &str)] = &[("PAYMENT_GATEWAY_LATENCY_MS", "5")];
@@ -204,24 +204,9 @@ async fn payment_throughput(replicas: usize) -> f64 {
     // The backlog is written straight to the topic, far faster than payment drains it.
     let writer = Writer::new(&broker.bootstrap);
     futures::stream::iter(0..SCALING_ORDERS)
-        .map(|i| {
-            let order = OrderCreated::new(
-                serde_json::from_value(order_body(1 + i as u64 % 100, 1_000)).expect("order"),
-                chrono::Utc::now(),
-            );
-            let writer = &writer;
-            async move {
-                writer
-                    .write(
-                        topics::ORDERS,
-                        &order.order_id.to_string(),
-                        &serde_json::to_vec(&order).expect("json"),
-                    )
-                    .await;
-            }
-        })
+        .map(|i| writer.write_order(1 + i as u64 % 100, 1_000))
         .buffer_unordered(64)
-        .collect::<Vec<()>>()
+        .collect::<Vec<String>>()
         .await;
     eventually("the backlog to drain", Duration::from_secs(300), || async {
         let mut done = 0.0;

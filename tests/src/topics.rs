@@ -151,6 +151,19 @@ impl Writer {
         self.write_opt(topic, key, Some(payload)).await;
     }
 
+    /// Writes a valid `order_created` for `user_id` straight to `orders` (bypassing the order API),
+    /// keyed by its order id, and returns that id.
+    pub async fn write_order(&self, user_id: u64, cents: i64) -> String {
+        let order = events::OrderCreated::new(
+            serde_json::from_value(crate::order_body(user_id, cents)).expect("a valid order body"),
+            chrono::Utc::now(),
+        );
+        let id = order.order_id.to_string();
+        let payload = serde_json::to_vec(&order).expect("json");
+        self.write(events::topics::ORDERS, &id, &payload).await;
+        id
+    }
+
     /// Writes a record whose payload may be absent (a tombstone).
     pub async fn write_opt(&self, topic: &str, key: &str, payload: Option<&[u8]>) {
         let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic).key(key);

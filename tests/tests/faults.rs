@@ -180,16 +180,6 @@ async fn poison_records_of_every_kind_are_dead_lettered_between_valid_orders() {
     let stack = Stack::start("faults_poison", &broker, PAYMENT_ENV).await;
     let writer = Writer::new(&broker.bootstrap);
 
-    let valid = |i: u64| {
-        let order = events::OrderCreated::new(
-            serde_json::from_value(order_body(i, 1_000 + i as i64)).expect("order"),
-            chrono::Utc::now(),
-        );
-        (
-            order.order_id.to_string(),
-            serde_json::to_vec(&order).expect("json"),
-        )
-    };
     let order_json = serde_json::to_value(events::OrderCreated::new(
         serde_json::from_value(order_body(1, 1_000)).expect("order"),
         chrono::Utc::now(),
@@ -274,9 +264,7 @@ async fn poison_records_of_every_kind_are_dead_lettered_between_valid_orders() {
 
     let mut accepted = HashSet::new();
     for (i, (key, payload, _)) in poison.iter().enumerate() {
-        let (id, order) = valid(i as u64 + 1);
-        writer.write(topics::ORDERS, &id, &order).await;
-        accepted.insert(id);
+        accepted.insert(writer.write_order(i as u64 + 1, 1_000 + i as i64).await);
         writer
             .write_opt(topics::ORDERS, key, payload.as_deref())
             .await;
@@ -292,9 +280,7 @@ async fn poison_records_of_every_kind_are_dead_lettered_between_valid_orders() {
             br#"{"event_type": "order_created"}"#,
         )
         .await;
-    let (id, order) = valid(99);
-    writer.write(topics::ORDERS, &id, &order).await;
-    accepted.insert(id);
+    accepted.insert(writer.write_order(99, 1_099).await);
 
     wait_notified(&stack.notification, accepted.len()).await;
     let injected = HashSet::from([

@@ -113,17 +113,7 @@ async fn payment_stops_within_its_drain_budget_when_the_broker_is_gone() {
     payment.wait_ready().await;
     let writer = system_tests::topics::Writer::new(&broker.bootstrap);
     for i in 0..20 {
-        let order = events::OrderCreated::new(
-            serde_json::from_value(order_body(1 + i, 1_000)).expect("order"),
-            chrono::Utc::now(),
-        );
-        writer
-            .write(
-                topics::ORDERS,
-                &order.order_id.to_string(),
-                &serde_json::to_vec(&order).expect("json"),
-            )
-            .await;
+        writer.write_order(1 + i, 1_000).await;
     }
     // Offsets are stored but not yet all committed when the broker goes.
     eventually("20 payments", Duration::from_secs(30), || async {
