@@ -26,11 +26,6 @@ pub mod topics {
     pub const PAYMENTS: &str = "payments";
     pub const INVENTORY: &str = "inventory";
     pub const NOTIFICATIONS: &str = "notifications";
-
-    /// The dead-letter topic that records from `topic` go to when they cannot be handled.
-    pub fn dead_letter(topic: &str) -> String {
-        format!("{topic}.dlq")
-    }
 }
 
 /// An event type that knows its `event_type` tag and can check its own invariants.

@@ -155,7 +155,7 @@ where
 {
     let mut needed: Vec<String> = vec![
         subscription.topic.to_owned(),
-        format!("{}.dlq", subscription.topic),
+        kafka::dead_letter_topic(subscription.topic),
     ];
     needed.extend(subscription.writes.iter().map(|t| (*t).to_owned()));
     let rt = Runtime::start(config, needed, shutdown.clone()).await?;

@@ -370,7 +370,7 @@ impl<H: Handler> ConsumeLoop<H> {
     ) -> Outcome {
         tracing::Span::current().record("otel.status_code", "ERROR");
         tracing::warn!(kind = rejection.kind, reason = %rejection.reason, "record rejected; dead-lettering it");
-        let dlq = format!("{}.dlq", meta.topic);
+        let dlq = super::dead_letter_topic(&meta.topic);
         let mut backoff = BACKOFF_START;
         loop {
             let mut out = OwnedHeaders::new();

@@ -17,6 +17,11 @@ use crate::config::{ConfigError, Env};
 use rdkafka::ClientConfig;
 use std::time::Duration;
 
+/// The dead-letter topic of `topic`: where its consumers copy the records they cannot handle.
+pub fn dead_letter_topic(topic: &str) -> String {
+    format!("{topic}.dlq")
+}
+
 /// Connection settings shared by every client of a service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KafkaConfig {
