@@ -174,8 +174,14 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
         let shared = shared.clone();
         tokio::spawn(async move {
             loop {
-                let Ok(msg) = consumer.recv().await else {
-                    continue;
+                let msg = match consumer.recv().await {
+                    Ok(msg) => msg,
+                    Err(e) => {
+                        // Usually a passing broker hiccup; never spin on one.
+                        eprintln!("notifications consumer: {e}");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
                 };
                 let Some(payload) = msg.payload() else {
                     continue;
