@@ -24,7 +24,12 @@ step "build service binaries"
 "$CARGO" build --workspace --bins --locked
 
 step "unit and system tests"
-"$CARGO" test --workspace --locked
+results="target/test-results.log"
+mkdir -p target
+"$CARGO" test --workspace --locked 2>&1 | tee "$results"
 
 step "offline Kubernetes checks (helm lint/template, schemas, checkov, yamllint, hadolint)"
 scripts/chart-check.sh
+
+# One closing line with the totals of every cargo test binary, for whoever reads the end of the log.
+awk '/^test result:/ { passed += $4; failed += $6 } END { printf "tests: %d passed, %d failed\n", passed, failed }' "$results"
