@@ -151,7 +151,7 @@ pub async fn run_consumer<H, F>(
 ) -> Result<(), Error>
 where
     H: kafka::Handler,
-    F: FnOnce(&Runtime, kafka::Publisher) -> (H, Option<Api>),
+    F: FnOnce(&Runtime) -> (H, Option<Api>),
 {
     let mut needed: Vec<String> = vec![
         subscription.topic.to_owned(),
@@ -159,7 +159,7 @@ where
     ];
     needed.extend(subscription.writes.iter().map(|t| (*t).to_owned()));
     let rt = Runtime::start(config, needed, shutdown.clone()).await?;
-    let (handler, api) = build(&rt, rt.publisher());
+    let (handler, api) = build(&rt);
     let http = match api {
         Some(api) => Some(rt.serve_api(api.addr, api.router, shutdown.clone()).await?),
         None => None,

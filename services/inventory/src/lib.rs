@@ -109,7 +109,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), plat
         topic: topics::ORDERS,
         writes: &[topics::INVENTORY],
     };
-    platform::run_consumer(&config.service, subscription, shutdown, |rt, publisher| {
+    platform::run_consumer(&config.service, subscription, shutdown, |rt| {
         let stock = Arc::new(Mutex::new(Stock::new(
             config.initial_stock,
             config.dedup_window,
@@ -131,7 +131,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), plat
         );
         let handler = Reservations {
             stock,
-            publisher,
+            publisher: rt.publisher(),
             outcomes,
         };
         (

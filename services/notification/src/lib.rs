@@ -144,7 +144,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), plat
         topic: topics::PAYMENTS,
         writes: &[topics::NOTIFICATIONS],
     };
-    platform::run_consumer(&config.service, subscription, shutdown, |rt, publisher| {
+    platform::run_consumer(&config.service, subscription, shutdown, |rt| {
         let outbox = Arc::new(Mutex::new(Outbox::new(config.dedup_window, config.history)));
         let sent = IntCounterVec::new(
             Opts::new(
@@ -168,7 +168,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), plat
             1024,
         );
         let handler = Notifier {
-            publisher,
+            publisher: rt.publisher(),
             outbox,
             sent,
             duplicates,

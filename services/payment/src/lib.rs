@@ -101,7 +101,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), plat
         topic: topics::ORDERS,
         writes: &[topics::PAYMENTS],
     };
-    platform::run_consumer(&config.service, subscription, shutdown, |rt, publisher| {
+    platform::run_consumer(&config.service, subscription, shutdown, |rt| {
         let processed = IntCounterVec::new(
             Opts::new(
                 "payments_processed_total",
@@ -124,7 +124,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), plat
         let handler = Payments {
             gateway: config.gateway,
             latency: config.gateway_latency,
-            publisher,
+            publisher: rt.publisher(),
             processed,
             end_to_end,
         };
