@@ -108,9 +108,18 @@ impl Report {
     }
 }
 
+/// Where an order stands. Its notification can be read before the 202 that names it has been
+/// handled, so either side may come first.
+enum Track {
+    /// The order was accepted; the request was sent at this instant.
+    Sent(Instant),
+    /// Its notification was seen at this instant, before the order's 202 was handled.
+    Notified(Instant),
+}
+
 #[derive(Default)]
 struct Shared {
-    pending: Mutex<HashMap<Uuid, Instant>>,
+    tracks: Mutex<HashMap<Uuid, Track>>,
     latencies: Mutex<Vec<Duration>>,
     sent: AtomicU64,
     accepted: AtomicU64,
@@ -121,6 +130,55 @@ struct Shared {
 }
 
 impl Shared {
+    fn complete(&self, latency: Duration, at: Instant) {
+        self.latencies.lock().expect("latencies lock").push(latency);
+        self.completed.fetch_add(1, Ordering::Relaxed);
+        let mut last = self.last_completion.lock().expect("last lock");
+        *last = Some(last.map_or(at, |l| l.max(at)));
+    }
+
+    /// The order's 202 was handled.
+    fn accepted(&self, id: Uuid, sent_at: Instant) {
+        self.accepted.fetch_add(1, Ordering::Relaxed);
+        let early = {
+            let mut tracks = self.tracks.lock().expect("tracks lock");
+            match tracks.remove(&id) {
+                Some(Track::Notified(at)) => Some(at),
+                _ => {
+                    tracks.insert(id, Track::Sent(sent_at));
+                    None
+                }
+            }
+        };
+        if let Some(at) = early {
+            self.complete(at.saturating_duration_since(sent_at), at);
+        }
+    }
+
+    /// A notification for `id` was read.
+    fn notified(&self, id: Uuid) {
+        let now = Instant::now();
+        let sent_at = {
+            let mut tracks = self.tracks.lock().expect("tracks lock");
+            match tracks.remove(&id) {
+                Some(Track::Sent(at)) => Some(at),
+                // A repeat before the 202: keep the first sighting.
+                Some(early @ Track::Notified(_)) => {
+                    tracks.insert(id, early);
+                    None
+                }
+                // Not (yet) one of ours: another client's order, or a 202 still on its way.
+                None => {
+                    tracks.insert(id, Track::Notified(now));
+                    None
+                }
+            }
+        };
+        if let Some(at) = sent_at {
+            self.complete(now - at, now);
+        }
+    }
+
     fn fail(&self, error: String) {
         self.rejected.fetch_add(1, Ordering::Relaxed);
         let mut errors = self.errors.lock().expect("errors lock");
@@ -189,21 +247,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
                 let Ok(n) = serde_json::from_slice::<events::NotificationSent>(payload) else {
                     continue;
                 };
-                let started = shared
-                    .pending
-                    .lock()
-                    .expect("pending lock")
-                    .remove(&n.order_id);
-                if let Some(started) = started {
-                    let now = Instant::now();
-                    shared
-                        .latencies
-                        .lock()
-                        .expect("latencies lock")
-                        .push(now - started);
-                    shared.completed.fetch_add(1, Ordering::Relaxed);
-                    *shared.last_completion.lock().expect("last lock") = Some(now);
-                }
+                shared.notified(n.order_id);
             }
         })
     };
@@ -269,14 +313,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
                     .await
                 {
                     Ok(v) => match v["order_id"].as_str().and_then(|s| s.parse::<Uuid>().ok()) {
-                        Some(id) => {
-                            shared
-                                .pending
-                                .lock()
-                                .expect("pending lock")
-                                .insert(id, begun);
-                            shared.accepted.fetch_add(1, Ordering::Relaxed);
-                        }
+                        Some(id) => shared.accepted(id, begun),
                         None => shared.fail(format!("202 without an order_id: {v}")),
                     },
                     Err(e) => shared.fail(format!("unreadable 202 body: {e}")),
@@ -347,6 +384,25 @@ fn progress(opts: &Options) -> Option<indicatif::ProgressBar> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_notification_counts_whether_it_comes_before_or_after_the_202() {
+        let shared = Shared::default();
+        let (usual, early) = (Uuid::new_v4(), Uuid::new_v4());
+        let sent = Instant::now();
+        shared.accepted(usual, sent);
+        shared.notified(usual);
+        shared.notified(early);
+        shared.notified(early);
+        shared.accepted(early, sent);
+        assert_eq!(shared.accepted.load(Ordering::Relaxed), 2);
+        assert_eq!(shared.completed.load(Ordering::Relaxed), 2);
+        assert_eq!(shared.latencies.lock().expect("lock").len(), 2);
+        assert!(
+            shared.tracks.lock().expect("lock").is_empty(),
+            "nothing left pending"
+        );
+    }
 
     #[test]
     fn percentiles_use_the_nearest_rank() {
