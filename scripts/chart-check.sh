@@ -37,7 +37,7 @@ while [ $# -gt 0 ]; do
     --values) values+=("$2"); shift 2 ;;
     --only) only="$2"; shift 2 ;;
     --dockerfile) dockerfile="$2"; shift 2 ;;
-    *) echo "usage: $0 [--values FILE]... [--only lint|template|schema|checkov|yamllint|hadolint] [--dockerfile FILE]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--values FILE]... [--only lint|template|schema|checkov|promtool|yamllint|hadolint] [--dockerfile FILE]" >&2; exit 2 ;;
   esac
 done
 full=$([ ${#values[@]} -eq 0 ] && echo yes || echo no)
