@@ -299,3 +299,47 @@ fn the_tools_are_pinned_and_installed() {
         .expect("helm");
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("v3.19.0"));
 }
+
+#[test]
+fn the_chart_make_run_and_the_tests_create_the_same_topics() {
+    let values: Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(root().join(CHART).join("values.yaml")).expect("values"),
+    )
+    .expect("yaml");
+    let chart: BTreeSet<(String, i64)> = values["kafka"]["topics"]["partitions"]
+        .as_object()
+        .expect("partitions")
+        .iter()
+        .map(|(t, n)| (t.clone(), n.as_i64().expect("a count")))
+        .collect();
+
+    let script =
+        std::fs::read_to_string(root().join("scripts/run-local.sh")).expect("run-local.sh");
+    let line = script
+        .lines()
+        .find_map(|l| l.strip_prefix("TOPICS=("))
+        .expect("TOPICS in run-local.sh");
+    let local: BTreeSet<(String, i64)> = line
+        .split('"')
+        .filter_map(|entry| {
+            let (t, n) = entry.split_once(' ')?;
+            Some((t.to_owned(), n.parse().ok()?))
+        })
+        .collect();
+    assert_eq!(local, chart, "make run creates the chart's topics");
+
+    // The test broker creates every topic's dead-letter topic too; the chart only those consumed.
+    let tests: BTreeSet<(String, i64)> = system_tests::FLOW_TOPICS
+        .iter()
+        .map(|(t, n)| ((*t).to_owned(), i64::from(*n)))
+        .collect();
+    let chart_main: BTreeSet<(String, i64)> = chart
+        .iter()
+        .filter(|(t, _)| !t.ends_with(".dlq"))
+        .cloned()
+        .collect();
+    assert_eq!(
+        tests, chart_main,
+        "the tests run on the chart's topics and partition counts"
+    );
+}
