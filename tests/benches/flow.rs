@@ -1,28 +1,39 @@
-//! `make bench`: figures of the whole system on the local broker, printed as tables and written to
-//! `target/bench/results.json`. Not a test: nothing here passes or fails on a number.
+//! `make bench`: the order flow side by side with the seed-style Python peer
+//! (`../shared/peers/seed_pipeline.py`, kafka-python) on the same local broker, in the same run,
+//! printed as tables with ratios and written to `target/bench/results.json`. Not a test: nothing
+//! here passes or fails on a number.
 //!
-//! 1. End to end: the load generator against the whole flow (6 payment replicas, 5 ms simulated
-//!    gateway), once as fast as the API accepts orders and once at a steady 200 orders/s.
-//! 2. Payment scaling: 1, 2, 3 and 6 payment replicas with a 5 ms gateway drain a backlog of
-//!    orders; throughput from the payment events' own timestamps, and the efficiency against
-//!    perfect linear scaling.
-//! 3. Resources: each service's resident memory idle and its peak under the saturating run, and
-//!    its CPU time per 1,000 orders.
+//! Both sides run order → payment → notification (inventory, which the peer does not have, is
+//! left out), gateway 0 ms, INFO logs as shipped, and the short-wait fetch profile
+//! (`KAFKA_FETCH_WAIT_MAX_MS=10`, the test harness's default).
+//!
+//! 1. Throughput, orders written straight to `orders` (20,000 orders, as fast as possible).
+//! 2. Throughput through `POST /orders` (the load generator, 20,000 orders, rate 0); the peer has
+//!    no API, so its straight figure is the reference.
+//! 3. Latency created → notified at a steady 1,000 orders/s (10,000 orders).
+//! 4. CPU per 1,000 orders: order + payment + notification (the peer: its three processes,
+//!    start-up included), and each service's resident memory, idle and peak.
+//! 5. One payment replica with a 5 ms gateway, then 1 → 2 → 3 → 6 replicas, draining a backlog.
+//!
+//! Without `../shared` (a user's clone), the peer's columns are skipped with a line saying so.
 
-use events::{PaymentProcessed, topics};
+use events::{NotificationSent, PaymentProcessed, topics};
 use futures::StreamExt;
 use serde::Serialize;
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use system_tests::procfs::{cpu_seconds, rss_kib};
 use system_tests::service::partitions_shared_by;
 use system_tests::topics::{Writer, read_all};
-use system_tests::{Broker, FLOW_TOPICS, Service, Stack, eventually};
+use system_tests::{Broker, FLOW_TOPICS, Service, eventually};
 
-// Services run as shipped: INFO logs, a line per order and payment.
-const GATEWAY: &[(&str, &str)] = &[("PAYMENT_GATEWAY_LATENCY_MS", "5")];
-const SCALING_ORDERS: usize = 3_000;
+const ORDERS: usize = 20_000;
+const STEADY_RATE: f64 = 1_000.0;
+const STEADY_ORDERS: u64 = 10_000;
+const GATEWAY_0: &[(&str, &str)] = &[("PAYMENT_GATEWAY_LATENCY_MS", "0")];
+const GATEWAY_5: &[(&str, &str)] = &[("PAYMENT_GATEWAY_LATENCY_MS", "5")];
 
 #[derive(Serialize)]
 struct Machine {
@@ -34,10 +45,23 @@ struct Machine {
     profile: &'static str,
 }
 
+#[derive(Serialize, Default, Clone)]
+struct PeerRun {
+    output: String,
+    throughput: Option<f64>,
+    p50_ms: Option<f64>,
+    p95_ms: Option<f64>,
+    p99_ms: Option<f64>,
+    max_ms: Option<f64>,
+    cpu_s: f64,
+}
+
 #[derive(Serialize)]
-struct FlowRun {
-    name: String,
-    report: loadgen::Report,
+struct Resources {
+    service: String,
+    idle_rss_mib: f64,
+    peak_rss_mib: f64,
+    cpu_ms_per_1000_orders: f64,
 }
 
 #[derive(Serialize)]
@@ -49,20 +73,17 @@ struct Scaling {
 }
 
 #[derive(Serialize)]
-struct Resources {
-    service: String,
-    processes: usize,
-    idle_rss_mib: f64,
-    peak_rss_mib: f64,
-    cpu_ms_per_1000_orders: f64,
-}
-
-#[derive(Serialize)]
 struct Results {
     machine: Machine,
-    end_to_end: Vec<FlowRun>,
-    payment_scaling: Vec<Scaling>,
+    peer_available: bool,
+    straight_peer: Option<PeerRun>,
+    straight_project: f64,
+    straight_project_cpu_ms_per_1000: f64,
+    api_project: loadgen::Report,
+    steady_peer: Option<PeerRun>,
+    steady_project: loadgen::Report,
     resources: Vec<Resources>,
+    payment_scaling: Vec<Scaling>,
 }
 
 fn machine() -> Machine {
@@ -90,7 +111,78 @@ fn machine() -> Machine {
     }
 }
 
-/// Samples the resident memory of `pids` every 100 ms until stopped; the peak per pid.
+/// The peer's script: `PEER_SCRIPT`, else `../shared/peers/seed_pipeline.py` beside the checkout.
+fn peer_script() -> Option<PathBuf> {
+    let path = std::env::var_os("PEER_SCRIPT").map_or_else(
+        || system_tests::root().join("../shared/peers/seed_pipeline.py"),
+        PathBuf::from,
+    );
+    path.is_file().then_some(path)
+}
+
+/// Runs the peer (`N [RATE]`) under a wrapper that adds up the CPU time of its processes.
+fn run_peer(script: &PathBuf, bootstrap: &str, n: usize, rate: Option<f64>) -> PeerRun {
+    let python = system_tests::install_tools("peer")
+        .parent()
+        .expect(".tools")
+        .join("peer-venv/bin/python");
+    const WRAPPER: &str = "import resource, subprocess, sys\n\
+        r = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n\
+        u = resource.getrusage(resource.RUSAGE_CHILDREN)\n\
+        sys.stdout.write(r.stdout); sys.stderr.write(r.stderr)\n\
+        print(f'cpu_s {u.ru_utime + u.ru_stime}')\n\
+        sys.exit(r.returncode)\n";
+    let mut cmd = std::process::Command::new(&python);
+    cmd.args(["-c", WRAPPER])
+        .arg(&python)
+        .arg(script)
+        .arg(bootstrap)
+        .arg(n.to_string());
+    if let Some(rate) = rate {
+        cmd.arg(rate.to_string());
+    }
+    let out = cmd.output().expect("run the peer");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "the peer failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut run = PeerRun::default();
+    for line in stdout.lines() {
+        if let Some(cpu) = line.strip_prefix("cpu_s ") {
+            run.cpu_s = cpu.parse().unwrap_or(0.0);
+        } else if line.starts_with("peer:") {
+            run.output = line.to_owned();
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let after = |w: &str| {
+                words
+                    .iter()
+                    .position(|x| *x == w)
+                    .and_then(|i| words.get(i + 1))
+                    .and_then(|v| {
+                        v.trim_start_matches('(')
+                            .trim_end_matches("/s)")
+                            .parse()
+                            .ok()
+                    })
+            };
+            run.p50_ms = after("p50");
+            run.p95_ms = after("p95");
+            run.p99_ms = after("p99");
+            run.max_ms = after("max");
+            run.throughput = words.last().filter(|w| w.ends_with("/s)")).and_then(|w| {
+                w.trim_start_matches('(')
+                    .trim_end_matches("/s)")
+                    .parse()
+                    .ok()
+            });
+        }
+    }
+    run
+}
+
+/// Samples the resident memory of `pids` every 100 ms until aborted; the peak per pid.
 fn sample_peaks(pids: Vec<u32>) -> (Arc<Mutex<HashMap<u32, u64>>>, tokio::task::JoinHandle<()>) {
     let peaks = Arc::new(Mutex::new(HashMap::new()));
     let shared = peaks.clone();
@@ -109,37 +201,65 @@ fn sample_peaks(pids: Vec<u32>) -> (Arc<Mutex<HashMap<u32, u64>>>, tokio::task::
     (peaks, task)
 }
 
-async fn end_to_end() -> (Vec<FlowRun>, Vec<Resources>) {
-    let broker = Broker::start(FLOW_TOPICS);
-    let stack = Stack::start("bench_flow", &broker, GATEWAY).await;
-    let extra: Vec<Service> = (0..5)
-        .map(|_| Service::start("bench_flow", "payment", &broker, GATEWAY))
+fn cpu_of(services: &[&Service]) -> f64 {
+    services
+        .iter()
+        .map(|s| cpu_seconds(s.pid()).unwrap_or(0.0))
+        .sum()
+}
+
+/// Orders written straight to `orders`, payment and notification draining them: orders/s from
+/// the first write to the last notification's timestamp, and CPU ms per 1,000 orders.
+async fn straight_project(broker: &Broker) -> (f64, f64) {
+    let test = "bench_straight";
+    let payment = Service::start(test, "payment", broker, GATEWAY_0);
+    let notification = Service::start(test, "notification", broker, GATEWAY_0);
+    payment.wait_ready().await;
+    notification.wait_ready().await;
+    let cpu_before = cpu_of(&[&payment, &notification]);
+    let writer = Writer::new(&broker.bootstrap);
+    let started = chrono::Utc::now();
+    futures::stream::iter(0..ORDERS)
+        .map(|i| writer.write_order(1 + i as u64 % 100, 1_000 + i as i64 % 400))
+        .buffer_unordered(512)
+        .collect::<Vec<String>>()
+        .await;
+    eventually("every order notified", Duration::from_secs(600), || async {
+        (notification.metric("notifications_sent_total").await >= ORDERS as f64).then_some(())
+    })
+    .await;
+    let cpu = cpu_of(&[&payment, &notification]) - cpu_before;
+    let last = read_all(&broker.bootstrap, topics::NOTIFICATIONS)
+        .await
+        .iter()
+        .filter_map(|r| serde_json::from_value::<NotificationSent>(r.json()).ok())
+        .map(|n| n.occurred_at)
+        .max()
+        .expect("notifications");
+    let secs = (last - started).to_std().unwrap_or_default().as_secs_f64();
+    (ORDERS as f64 / secs, cpu * 1000.0 / ORDERS as f64 * 1000.0)
+}
+
+/// The order API saturated, then at a steady rate; with each service's memory and CPU.
+async fn api_project(broker: &Broker) -> (loadgen::Report, loadgen::Report, Vec<Resources>) {
+    let test = "bench_api";
+    let services: Vec<Service> = ["order", "payment", "notification"]
+        .iter()
+        .map(|name| Service::start(test, name, broker, GATEWAY_0))
         .collect();
-    for s in &extra {
+    for s in &services {
         s.wait_ready().await;
     }
-    let groups: Vec<(&str, Vec<&Service>)> = vec![
-        ("order", vec![&stack.order]),
-        (
-            "payment",
-            std::iter::once(&stack.payment)
-                .chain(extra.iter())
-                .collect(),
-        ),
-        ("notification", vec![&stack.notification]),
-        ("inventory", vec![&stack.inventory]),
-    ];
-    let idle: HashMap<u32, u64> = groups
+    let idle: Vec<u64> = services
         .iter()
-        .flat_map(|(_, ss)| ss.iter().map(|s| (s.pid(), rss_kib(s.pid()).unwrap_or(0))))
+        .map(|s| rss_kib(s.pid()).unwrap_or(0))
         .collect();
-    let cpu_before: HashMap<u32, f64> = idle
-        .keys()
-        .map(|&p| (p, cpu_seconds(p).unwrap_or(0.0)))
+    let cpu_before: Vec<f64> = services
+        .iter()
+        .map(|s| cpu_seconds(s.pid()).unwrap_or(0.0))
         .collect();
-    let (peaks, sampler) = sample_peaks(idle.keys().copied().collect());
-
-    let order_url = stack.order.url("http", "").await;
+    let (peaks, sampler) = sample_peaks(services.iter().map(Service::pid).collect());
+    let order_url = services[0].url("http", "").await;
     let load = |count: u64, rate: f64| loadgen::Options {
         order_url: order_url.clone(),
         bootstrap_servers: broker.bootstrap.clone(),
@@ -150,70 +270,61 @@ async fn end_to_end() -> (Vec<FlowRun>, Vec<Resources>) {
         drain_timeout: Duration::from_secs(120),
         progress_bar: false,
     };
-    eprintln!("end to end: 5000 orders as fast as possible …");
-    let saturating = loadgen::run(load(5_000, 0.0))
+    eprintln!("project: {ORDERS} orders through the API as fast as possible …");
+    let saturating = loadgen::run(load(ORDERS as u64, 0.0))
         .await
         .expect("saturating run");
-    sampler.abort();
     let orders = saturating.completed.max(1) as f64;
-    let peaks = peaks.lock().expect("peaks lock").clone();
-    let resources = groups
+    let resources = services
         .iter()
-        .map(|(name, ss)| {
-            let pids: Vec<u32> = ss.iter().map(|s| s.pid()).collect();
-            let sum = |m: &dyn Fn(u32) -> f64| pids.iter().map(|&p| m(p)).sum::<f64>();
-            Resources {
-                service: (*name).to_owned(),
-                processes: pids.len(),
-                idle_rss_mib: sum(&|p| idle[&p] as f64) / pids.len() as f64 / 1024.0,
-                peak_rss_mib: sum(&|p| peaks.get(&p).copied().unwrap_or(0) as f64)
-                    / pids.len() as f64
-                    / 1024.0,
-                cpu_ms_per_1000_orders: sum(&|p| cpu_seconds(p).unwrap_or(0.0) - cpu_before[&p])
-                    * 1000.0
-                    / orders
-                    * 1000.0,
-            }
+        .enumerate()
+        .map(|(i, s)| Resources {
+            service: s.name.clone(),
+            idle_rss_mib: idle[i] as f64 / 1024.0,
+            peak_rss_mib: 0.0,
+            cpu_ms_per_1000_orders: (cpu_seconds(s.pid()).unwrap_or(0.0) - cpu_before[i]) * 1000.0
+                / orders
+                * 1000.0,
+        })
+        .collect::<Vec<_>>();
+    eprintln!("project: {STEADY_ORDERS} orders at {STEADY_RATE}/s through the API …");
+    let steady = loadgen::run(load(STEADY_ORDERS, STEADY_RATE))
+        .await
+        .expect("steady run");
+    sampler.abort();
+    let peaks = peaks.lock().expect("peaks lock").clone();
+    let resources = resources
+        .into_iter()
+        .zip(&services)
+        .map(|(mut r, s)| {
+            r.peak_rss_mib = peaks.get(&s.pid()).copied().unwrap_or(0) as f64 / 1024.0;
+            r
         })
         .collect();
-
-    eprintln!("end to end: 3000 orders at 200/s …");
-    let steady = loadgen::run(load(3_000, 200.0)).await.expect("steady run");
-    (
-        vec![
-            FlowRun {
-                name: "as fast as possible, 5000 orders".into(),
-                report: saturating,
-            },
-            FlowRun {
-                name: "steady 200 orders/s, 3000 orders".into(),
-                report: steady,
-            },
-        ],
-        resources,
-    )
+    (saturating, steady, resources)
 }
 
+/// `replicas` payment members with a 5 ms gateway drain a backlog written straight to `orders`;
+/// orders/s from the payment events' own timestamps.
 async fn payment_throughput(replicas: usize) -> f64 {
     let broker = Broker::start(&[(topics::ORDERS, 6), (topics::PAYMENTS, 6)]);
     let test = format!("bench_scaling_{replicas}");
     let payments: Vec<Service> = (0..replicas)
-        .map(|_| Service::start(&test, "payment", &broker, GATEWAY))
+        .map(|_| Service::start(&test, "payment", &broker, GATEWAY_5))
         .collect();
     partitions_shared_by(&payments.iter().collect::<Vec<_>>()).await;
-    // The backlog is written straight to the topic, far faster than payment drains it.
     let writer = Writer::new(&broker.bootstrap);
-    futures::stream::iter(0..SCALING_ORDERS)
+    futures::stream::iter(0..ORDERS)
         .map(|i| writer.write_order(1 + i as u64 % 100, 1_000))
-        .buffer_unordered(64)
+        .buffer_unordered(512)
         .collect::<Vec<String>>()
         .await;
-    eventually("the backlog to drain", Duration::from_secs(300), || async {
+    eventually("the backlog to drain", Duration::from_secs(600), || async {
         let mut done = 0.0;
         for p in &payments {
             done += p.metric("payments_processed_total").await;
         }
-        (done >= SCALING_ORDERS as f64).then_some(())
+        (done >= ORDERS as f64).then_some(())
     })
     .await;
     let events: Vec<PaymentProcessed> = read_all(&broker.bootstrap, topics::PAYMENTS)
@@ -231,35 +342,92 @@ async fn payment_throughput(replicas: usize) -> f64 {
     events.len() as f64 / span
 }
 
+fn ratio(project: f64, peer: Option<f64>) -> String {
+    peer.filter(|p| *p > 0.0)
+        .map_or("–".into(), |p| format!("{:.1}×", project / p))
+}
+
+fn cell(v: Option<f64>, unit: &str) -> String {
+    v.map_or("skipped".into(), |v| format!("{v:.0}{unit}"))
+}
+
 fn print_tables(r: &Results) {
     let m = &r.machine;
     println!(
         "\nMachine: {} ({} cores, {:.0} GiB, Linux {}); broker: {}; {} build\n",
         m.cpu, m.cores, m.memory_gib, m.kernel, m.broker, m.profile
     );
-    println!(
-        "End to end (order API → payment ×6, 5 ms gateway → notification; latency = request sent → notification seen)"
-    );
-    println!(
-        "| run | sent | completed | lost | throughput (orders/s) | p50 ms | p95 ms | p99 ms |"
-    );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
-    for f in &r.end_to_end {
-        let x = &f.report;
+    if !r.peer_available {
         println!(
-            "| {} | {} | {} | {} | {:.0} | {:.1} | {:.1} | {:.1} |",
-            f.name,
-            x.sent,
-            x.completed,
-            x.lost,
-            x.throughput,
-            x.latency.p50_ms,
-            x.latency.p95_ms,
-            x.latency.p99_ms
+            "peer: skipped (../shared/peers/seed_pipeline.py not found; set PEER_SCRIPT to run it)\n"
+        );
+    }
+    let peer_straight = r.straight_peer.as_ref().and_then(|p| p.throughput);
+    let peer_p99 = r.steady_peer.as_ref().and_then(|p| p.p99_ms);
+    let peer_cpu = r
+        .straight_peer
+        .as_ref()
+        .map(|p| p.cpu_s * 1000.0 / ORDERS as f64 * 1000.0);
+    let project_cpu: f64 = r.resources.iter().map(|s| s.cpu_ms_per_1000_orders).sum();
+    println!("Side by side (order → payment → notification, gateway 0 ms)");
+    println!("| measure | seed-style peer | this project | project ÷ peer | target |");
+    println!("|---|---:|---:|---:|---|");
+    println!(
+        "| {ORDERS} orders written straight to `orders`, orders/s | {} | {:.0} | {} | ≥ 5× |",
+        cell(peer_straight, ""),
+        r.straight_project,
+        ratio(r.straight_project, peer_straight)
+    );
+    println!(
+        "| {ORDERS} orders through `POST /orders`, orders/s (peer: straight) | {} | {:.0} | {} | ≥ 3× |",
+        cell(peer_straight, ""),
+        r.api_project.throughput,
+        ratio(r.api_project.throughput, peer_straight)
+    );
+    let s = &r.steady_project.latency;
+    let ps = r.steady_peer.clone().unwrap_or_default();
+    println!(
+        "| created → notified at {STEADY_RATE:.0}/s, p50 / p95 / p99 ms | {} / {} / {} | {:.1} / {:.1} / {:.1} | {} (p99) | p99 < 50 ms |",
+        cell(ps.p50_ms, ""),
+        cell(ps.p95_ms, ""),
+        cell(ps.p99_ms, ""),
+        s.p50_ms,
+        s.p95_ms,
+        s.p99_ms,
+        ratio(s.p99_ms, peer_p99)
+    );
+    println!(
+        "| CPU ms per 1,000 orders (project: through the API) | {} | {:.0} | {} | ≤ ⅓ |",
+        cell(peer_cpu, ""),
+        project_cpu,
+        ratio(project_cpu, peer_cpu)
+    );
+    println!(
+        "| CPU ms per 1,000 orders, straight run (payment + notification) | – | {:.0} | – | |",
+        r.straight_project_cpu_ms_per_1000
+    );
+    if let Some(one) = r.payment_scaling.first() {
+        println!(
+            "| one payment replica, 5 ms gateway, orders/s | – | {:.0} | – | ≥ 2,000 |",
+            one.throughput
         );
     }
     println!(
-        "\nPayment scaling ({SCALING_ORDERS}-order backlog, 6 partitions, 5 ms simulated gateway)"
+        "\nSteady {STEADY_RATE:.0}/s run: {} sent, {} completed, {} lost, max {:.0} ms",
+        r.steady_project.sent, r.steady_project.completed, r.steady_project.lost, s.max_ms
+    );
+    println!("\nResources per process (through the API; CPU is user + system time)");
+    println!("| service | idle RSS MiB | peak RSS MiB | CPU ms per 1,000 orders |");
+    println!("|---|---:|---:|---:|");
+    for s in &r.resources {
+        println!(
+            "| {} | {:.1} | {:.1} | {:.0} |",
+            s.service, s.idle_rss_mib, s.peak_rss_mib, s.cpu_ms_per_1000_orders
+        );
+    }
+    println!(
+        "\nPayment scaling ({ORDERS}-order backlog, 6 partitions, 5 ms simulated gateway, {} cores shared with the broker)",
+        r.machine.cores
     );
     println!("| replicas | throughput (orders/s) | efficiency vs linear |");
     println!("|---:|---:|---:|");
@@ -271,22 +439,37 @@ fn print_tables(r: &Results) {
             s.efficiency * 100.0
         );
     }
-    println!("\nResources per process (saturating run; CPU is user + system time)");
-    println!("| service | processes | idle RSS MiB | peak RSS MiB | CPU ms per 1000 orders |");
-    println!("|---|---:|---:|---:|---:|");
-    for s in &r.resources {
-        println!(
-            "| {} | {} | {:.1} | {:.1} | {:.0} |",
-            s.service, s.processes, s.idle_rss_mib, s.peak_rss_mib, s.cpu_ms_per_1000_orders
-        );
-    }
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 4)]
 async fn main() {
     // `cargo bench` passes `--bench`; there is nothing to filter.
     let started = Instant::now();
-    let (end_to_end, resources) = end_to_end().await;
+    let peer = peer_script();
+
+    // Each pair shares one broker: the peer on its own tagged topics, the project on the flow's.
+    let broker = Broker::start(FLOW_TOPICS);
+    let straight_peer = peer.as_ref().map(|script| {
+        eprintln!("peer: {ORDERS} orders as fast as possible …");
+        run_peer(script, &broker.bootstrap, ORDERS, None)
+    });
+    eprintln!("project: {ORDERS} orders written straight to `orders` …");
+    let (straight_project, straight_project_cpu_ms_per_1000) = straight_project(&broker).await;
+    drop(broker);
+
+    let broker = Broker::start(FLOW_TOPICS);
+    let steady_peer = peer.as_ref().map(|script| {
+        eprintln!("peer: {STEADY_ORDERS} orders at {STEADY_RATE}/s …");
+        run_peer(
+            script,
+            &broker.bootstrap,
+            STEADY_ORDERS as usize,
+            Some(STEADY_RATE),
+        )
+    });
+    let (api_project, steady_project, resources) = api_project(&broker).await;
+    drop(broker);
+
     let mut payment_scaling = Vec::new();
     for replicas in [1, 2, 3, 6] {
         eprintln!("payment scaling: {replicas} replica(s) …");
@@ -296,16 +479,22 @@ async fn main() {
             .map_or(throughput, |s: &Scaling| s.throughput);
         payment_scaling.push(Scaling {
             replicas,
-            orders: SCALING_ORDERS,
+            orders: ORDERS,
             throughput,
             efficiency: throughput / (base * replicas as f64),
         });
     }
     let results = Results {
         machine: machine(),
-        end_to_end,
-        payment_scaling,
+        peer_available: peer.is_some(),
+        straight_peer,
+        straight_project,
+        straight_project_cpu_ms_per_1000,
+        api_project,
+        steady_peer,
+        steady_project,
         resources,
+        payment_scaling,
     };
     print_tables(&results);
     let dir = system_tests::root().join("target/bench");

@@ -175,3 +175,37 @@ impl Writer {
             .expect("raw record acknowledged");
     }
 }
+
+/// The offsets `group` has committed on `topic`, per partition (partitions without a commit are
+/// left out). Asks the group coordinator without joining the group.
+pub async fn committed(bootstrap: &str, group: &str, topic: &str) -> HashMap<i32, i64> {
+    let (bootstrap, group, topic) = (bootstrap.to_owned(), group.to_owned(), topic.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("group.id", &group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("offsets consumer");
+        let md = consumer
+            .fetch_metadata(Some(&topic), Duration::from_secs(10))
+            .expect("topic metadata");
+        let mut tpl = TopicPartitionList::new();
+        for p in md.topics()[0].partitions() {
+            tpl.add_partition(&topic, p.id());
+        }
+        let committed = consumer
+            .committed_offsets(tpl, Duration::from_secs(10))
+            .expect("committed offsets");
+        committed
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some((e.partition(), o)),
+                _ => None,
+            })
+            .collect()
+    })
+    .await
+    .expect("offsets task")
+}

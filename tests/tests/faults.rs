@@ -357,3 +357,88 @@ async fn poison_records_of_every_kind_are_dead_lettered_between_valid_orders() {
         "payment counts what it dead-lettered"
     );
 }
+
+/// SIGKILL under saturating load, with hundreds of records in flight in the killed member: the
+/// offsets it committed never pass a record whose outcome was not yet published, and after the
+/// survivors take over, no order has two different outcomes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_with_many_records_in_flight_never_commits_past_an_unfinished_record() {
+    const ORDERS: usize = 20_000;
+    let broker = Broker::start(FLOW_TOPICS);
+    // Gateway times from 5 to 505 ms: records finish far out of order, so an offset stored for
+    // a finished record while an earlier one still runs would be caught by the check below.
+    let env = [
+        ("PAYMENT_GATEWAY_LATENCY_MS", "5"),
+        ("PAYMENT_GATEWAY_JITTER_MS", "500"),
+        ("PAYMENT_FAILURE_RATE", "0.1"),
+    ];
+    let stack = Stack::start("faults_kill_in_flight", &broker, &env).await;
+    let mut victim = Service::start("faults_kill_in_flight", "payment", &broker, &env);
+    partitions_shared_by(&[&stack.payment, &victim]).await;
+
+    let writing = {
+        let bootstrap = broker.bootstrap.clone();
+        tokio::spawn(async move {
+            use futures::StreamExt;
+            let writer = Writer::new(&bootstrap);
+            futures::stream::iter(0..ORDERS)
+                .map(|i| writer.write_order(1 + i as u64 % 100, 1_000 + i as i64 % 300))
+                .buffer_unordered(256)
+                .collect::<HashSet<String>>()
+                .await
+        })
+    };
+    let in_flight = eventually(
+        "the victim mid-stream with many records in flight",
+        Duration::from_secs(120),
+        || async {
+            let done = victim.metric("payments_processed_total").await;
+            let in_flight = victim.metric("kafka_consumer_in_flight_records").await;
+            (done >= 1_000.0 && in_flight >= 100.0).then_some(in_flight)
+        },
+    )
+    .await;
+    victim.signal("KILL");
+    victim.wait_exit(Duration::from_secs(10)).await;
+    println!("killed a payment member holding {in_flight} records in flight");
+
+    // Before the survivor takes the victim's partitions over (a session timeout away), every
+    // committed offset must stand only on records whose outcome is already in `payments`.
+    let committed =
+        system_tests::topics::committed(&broker.bootstrap, "payment", topics::ORDERS).await;
+    let decided: HashSet<String> = read_all(&broker.bootstrap, topics::PAYMENTS)
+        .await
+        .iter()
+        .filter_map(|r| r.key.clone())
+        .collect();
+    let orders = read_all(&broker.bootstrap, topics::ORDERS).await;
+    let mut covered = 0;
+    for record in &orders {
+        if committed
+            .get(&record.partition)
+            .is_some_and(|&c| record.offset < c)
+        {
+            covered += 1;
+            let id = record.key.clone().expect("orders are keyed");
+            assert!(
+                decided.contains(&id),
+                "offset {} of orders[{}] is committed (up to {:?}) but order {id} has no outcome",
+                record.offset,
+                record.partition,
+                committed.get(&record.partition)
+            );
+        }
+    }
+    assert!(covered > 0, "something was committed before the kill");
+    println!("{covered} committed records checked against their outcomes");
+
+    let accepted = writing.await.expect("writer task");
+    assert_eq!(accepted.len(), ORDERS);
+    wait_notified(&stack.notification, ORDERS).await;
+    let report = audit(&broker.bootstrap, &accepted).await;
+    report.assert_exactly_once();
+    println!(
+        "redelivered after the kill: {} identical payment outcomes",
+        report.duplicate_payment_records
+    );
+}

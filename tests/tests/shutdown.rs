@@ -62,7 +62,9 @@ async fn payment_sigterm_mid_stream_loses_no_order() {
         "payment exits cleanly on SIGTERM: {status:?}"
     );
     for step in [
-        "stopped polling; committing offsets",
+        "stopped polling; draining lanes",
+        "offsets committed",
+        "left the consumer group",
         "producer flushed",
         "shutdown complete",
     ] {
@@ -117,7 +119,7 @@ async fn payment_stops_within_its_drain_budget_when_the_broker_is_gone() {
     }
     // Offsets are stored but not yet all committed when the broker goes.
     eventually("20 payments", Duration::from_secs(30), || async {
-        (payment.logged("payment processed").len() == 20).then_some(())
+        (payment.metric("payments_processed_total").await == 20.0).then_some(())
     })
     .await;
     drop(broker);

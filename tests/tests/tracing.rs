@@ -14,6 +14,8 @@ async fn one_order_is_one_trace_from_http_through_kafka_to_every_service() {
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", &collector.endpoint),
             ("PAYMENT_GATEWAY_LATENCY_MS", "1"),
+            // Per-record lines are DEBUG; the trace id must be on them when they are on.
+            ("RUST_LOG", "info,payment=debug"),
         ],
     )
     .await;
@@ -118,7 +120,7 @@ async fn one_order_is_one_trace_from_http_through_kafka_to_every_service() {
         "inventory"
     );
 
-    // The payment service's log line for this order carries the same trace id.
+    // The payment service's (DEBUG) log line for this order carries the same trace id.
     let line = stack
         .payment
         .logged("payment processed")

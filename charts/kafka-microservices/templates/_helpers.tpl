@@ -56,3 +56,25 @@ app.kubernetes.io/component: {{ .name }}
 
 {{/* The port every service serves /healthz, /readyz and /metrics on. */}}
 {{- define "km.opsPort" -}}9090{{- end -}}
+
+{{/*
+A service's SHUTDOWN_TIMEOUT_MS: the grace period less its preStop pause and a 5 s margin. Fails the
+render when that cannot hold the drain, the final commit (5 s) and the producer flush (the delivery
+timeout), so budgets that disagree never reach a cluster.
+*/}}
+{{- define "km.shutdownTimeoutMs" -}}
+{{- $k := .root.Values.kafka -}}
+{{- $preStop := int (default 0 .svc.preStopSleepSeconds) -}}
+{{- $budget := mul (sub (sub (int .root.Values.terminationGracePeriodSeconds) $preStop) 5) 1000 -}}
+{{- $needed := add (int $k.drainTimeoutMs) 5000 (int $k.deliveryTimeoutMs) -}}
+{{- if ge (int $k.drainTimeoutMs) (int $k.sessionTimeoutMs) -}}
+{{- fail (printf "kafka.drainTimeoutMs (%d) must be below kafka.sessionTimeoutMs (%d)" (int $k.drainTimeoutMs) (int $k.sessionTimeoutMs)) -}}
+{{- end -}}
+{{- if gt (int $k.deliveryTimeoutMs) (int $k.drainTimeoutMs) -}}
+{{- fail (printf "kafka.deliveryTimeoutMs (%d) must be at most kafka.drainTimeoutMs (%d)" (int $k.deliveryTimeoutMs) (int $k.drainTimeoutMs)) -}}
+{{- end -}}
+{{- if lt $budget $needed -}}
+{{- fail (printf "terminationGracePeriodSeconds (%d) leaves %s %d ms to stop, less than drainTimeoutMs + 5000 + deliveryTimeoutMs = %d ms" (int .root.Values.terminationGracePeriodSeconds) .name $budget $needed) -}}
+{{- end -}}
+{{- $budget -}}
+{{- end -}}

@@ -48,6 +48,8 @@ impl Gate {
 #[derive(Clone, Debug)]
 pub struct Readiness {
     gates: Arc<Mutex<Vec<Gate>>>,
+    /// What `/readyz` shows beside the checks, without gating on it (a consumer's assignment).
+    details: Arc<Mutex<serde_json::Map<String, serde_json::Value>>>,
     shutdown: CancellationToken,
 }
 
@@ -55,8 +57,21 @@ impl Readiness {
     pub fn new(shutdown: CancellationToken) -> Self {
         Self {
             gates: Arc::default(),
+            details: Arc::default(),
             shutdown,
         }
+    }
+
+    /// Sets an informational entry of the `/readyz` body.
+    pub fn set_detail(&self, name: &str, value: serde_json::Value) {
+        self.details
+            .lock()
+            .expect("details lock")
+            .insert(name.to_owned(), value);
+    }
+
+    fn details(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.details.lock().expect("details lock").clone()
     }
 
     pub fn gate(&self, name: &'static str, initial_reason: impl Into<String>) -> Gate {
@@ -114,14 +129,17 @@ pub fn ops_router(readiness: Readiness, metrics: Metrics) -> Router {
 }
 
 async fn readyz(State(state): State<OpsState>) -> Response {
-    match state.readiness.report() {
-        Ok(checks) => Json(json!({"status": "ready", "checks": checks})).into_response(),
+    let (status, mut body) = match state.readiness.report() {
+        Ok(checks) => (StatusCode::OK, json!({"status": "ready", "checks": checks})),
         Err((checks, reason)) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "not_ready", "reason": reason, "checks": checks})),
-        )
-            .into_response(),
+            json!({"status": "not_ready", "reason": reason, "checks": checks}),
+        ),
+    };
+    for (name, value) in state.readiness.details() {
+        body[name] = value;
     }
+    (status, Json(body)).into_response()
 }
 
 async fn metrics_text(State(state): State<OpsState>) -> Response {

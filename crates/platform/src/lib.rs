@@ -14,6 +14,7 @@ use http::{Readiness, Server};
 use kafka::KafkaConfig;
 use metrics::Metrics;
 use std::net::SocketAddr;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// Settings every service has.
@@ -24,14 +25,34 @@ pub struct ServiceConfig {
     pub ops_addr: SocketAddr,
     /// `KAFKA_CONSUMER_GROUP`: replaces a consuming service's default group name.
     pub consumer_group: Option<String>,
+    /// `SHUTDOWN_TIMEOUT_MS`: the longest a graceful stop may take before the process exits
+    /// anyway. The Helm chart sets it 5 s below `terminationGracePeriodSeconds`.
+    pub shutdown_timeout: Duration,
 }
 
 impl ServiceConfig {
     pub fn from_env(env: &Env, service: &str) -> Result<Self, ConfigError> {
+        let kafka = KafkaConfig::from_env(env, service)?;
+        let shutdown_timeout = env.millis("SHUTDOWN_TIMEOUT_MS", Duration::from_secs(25))?;
+        // Drain the lanes, commit, flush the producer (bounded by the delivery timeout).
+        let needed = kafka.drain_timeout + kafka::COMMIT_BUDGET + kafka.delivery_timeout;
+        if shutdown_timeout < needed {
+            return Err(ConfigError::Invalid {
+                var: "SHUTDOWN_TIMEOUT_MS".into(),
+                value: shutdown_timeout.as_millis().to_string(),
+                expected: format!(
+                    "at least {} ms: KAFKA_DRAIN_TIMEOUT_MS + {} ms for the final commit + \
+                     KAFKA_DELIVERY_TIMEOUT_MS",
+                    needed.as_millis(),
+                    kafka::COMMIT_BUDGET.as_millis()
+                ),
+            });
+        }
         Ok(Self {
-            kafka: KafkaConfig::from_env(env, service)?,
+            kafka,
             ops_addr: env.addr("OPS_ADDR", "0.0.0.0:9090")?,
             consumer_group: env.raw("KAFKA_CONSUMER_GROUP").map(str::to_owned),
+            shutdown_timeout,
         })
     }
 }
@@ -116,9 +137,7 @@ impl Runtime {
     /// The end of a stop, once the workers and APIs are done: flush the producer, stop probing,
     /// stop the ops server. Telemetry is flushed after this, when its guard drops.
     pub async fn stop(self) {
-        self.publisher
-            .flush(std::time::Duration::from_secs(10))
-            .await;
+        self.publisher.flush().await;
         self.probe.abort();
         self.ops.stop().await;
         tracing::info!("shutdown complete");
@@ -160,10 +179,6 @@ where
     needed.extend(subscription.writes.iter().map(|t| (*t).to_owned()));
     let rt = Runtime::start(config, needed, shutdown.clone()).await?;
     let (handler, api) = build(&rt);
-    let http = match api {
-        Some(api) => Some(rt.serve_api(api.addr, api.router, shutdown.clone()).await?),
-        None => None,
-    };
     let consumer = kafka::ConsumeLoop::new(
         &config.kafka,
         config
@@ -176,6 +191,10 @@ where
         rt.metrics.clone(),
         &rt.readiness,
     )?;
+    let http = match api {
+        Some(api) => Some(rt.serve_api(api.addr, api.router, shutdown.clone()).await?),
+        None => None,
+    };
     consumer.run(shutdown).await;
     if let Some(http) = http {
         http.stop().await;

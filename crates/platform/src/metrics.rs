@@ -1,11 +1,13 @@
 //! The Prometheus registry of a service and the Kafka metrics every service shares.
 //!
 //! Labels stay low-cardinality: topic, partition, outcome, reason kind — never an id.
-//! Services register their own metrics on [`Metrics::registry`].
+//! Services register their own metrics on [`Metrics::registry`] with prometheus's
+//! `register_*_with_registry!` macros.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Registry, TextEncoder,
+    histogram_opts, register_histogram_vec_with_registry, register_int_counter_vec_with_registry,
+    register_int_gauge_vec_with_registry, register_int_gauge_with_registry,
 };
 
 /// Buckets from 1 ms to 10 s: record handling spans a cache hit to a slow gateway call.
@@ -32,96 +34,93 @@ pub struct Metrics {
     pub rebalances: IntCounterVec,
     /// Partitions currently assigned to this consumer.
     pub assigned_partitions: IntGauge,
+    /// Records taken and not yet finished (bounded by `KAFKA_MAX_IN_FLIGHT`).
+    pub in_flight: IntGauge,
+    /// Partitions paused while one of their records retries.
+    pub paused_partitions: IntGauge,
 }
 
 impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
-        let m = Self {
-            consumed: IntCounterVec::new(
-                Opts::new(
-                    "kafka_records_consumed_total",
-                    "Records consumed, by topic and outcome.",
-                ),
+        let r = &registry;
+        Self {
+            consumed: register_int_counter_vec_with_registry!(
+                "kafka_records_consumed_total",
+                "Records consumed, by topic and outcome.",
                 &["topic", "outcome"],
+                r
             )
             .expect("valid metric"),
-            produced: IntCounterVec::new(
-                Opts::new(
-                    "kafka_records_produced_total",
-                    "Records produced, by topic and outcome.",
-                ),
+            produced: register_int_counter_vec_with_registry!(
+                "kafka_records_produced_total",
+                "Records produced, by topic and outcome.",
                 &["topic", "outcome"],
+                r
             )
             .expect("valid metric"),
-            dead_lettered: IntCounterVec::new(
-                Opts::new(
-                    "kafka_records_dead_lettered_total",
-                    "Records routed to a dead-letter topic, by source topic and reason.",
-                ),
+            dead_lettered: register_int_counter_vec_with_registry!(
+                "kafka_records_dead_lettered_total",
+                "Records routed to a dead-letter topic, by source topic and reason.",
                 &["topic", "reason"],
+                r
             )
             .expect("valid metric"),
-            processing: HistogramVec::new(
-                HistogramOpts::new(
+            processing: register_histogram_vec_with_registry!(
+                histogram_opts!(
                     "kafka_record_processing_duration_seconds",
-                    "Time from receiving a record to its output being acknowledged.",
-                )
-                .buckets(DURATION_BUCKETS.to_vec()),
-                &["topic"],
-            )
-            .expect("valid metric"),
-            retries: IntCounterVec::new(
-                Opts::new(
-                    "kafka_record_retries_total",
-                    "Retriable failures while handling a record.",
+                    "Time from taking a record to its output being acknowledged.",
+                    DURATION_BUCKETS.to_vec()
                 ),
                 &["topic"],
+                r
             )
             .expect("valid metric"),
-            lag: IntGaugeVec::new(
-                Opts::new(
-                    "kafka_consumer_lag",
-                    "Messages behind the partition's high watermark.",
-                ),
+            retries: register_int_counter_vec_with_registry!(
+                "kafka_record_retries_total",
+                "Retriable failures while handling a record.",
+                &["topic"],
+                r
+            )
+            .expect("valid metric"),
+            lag: register_int_gauge_vec_with_registry!(
+                "kafka_consumer_lag",
+                "Messages behind the partition's high watermark.",
                 &["topic", "partition"],
+                r
             )
             .expect("valid metric"),
-            rebalances: IntCounterVec::new(
-                Opts::new(
-                    "kafka_consumer_rebalances_total",
-                    "Consumer group rebalance events.",
-                ),
+            rebalances: register_int_counter_vec_with_registry!(
+                "kafka_consumer_rebalances_total",
+                "Consumer group rebalance events.",
                 &["kind"],
+                r
             )
             .expect("valid metric"),
-            assigned_partitions: IntGauge::new(
+            assigned_partitions: register_int_gauge_with_registry!(
                 "kafka_consumer_assigned_partitions",
                 "Partitions currently assigned to this consumer.",
+                r
+            )
+            .expect("valid metric"),
+            in_flight: register_int_gauge_with_registry!(
+                "kafka_consumer_in_flight_records",
+                "Records taken and not yet finished.",
+                r
+            )
+            .expect("valid metric"),
+            paused_partitions: register_int_gauge_with_registry!(
+                "kafka_consumer_paused_partitions",
+                "Partitions paused while one of their records retries.",
+                r
             )
             .expect("valid metric"),
             registry,
-        };
-        m.register(Box::new(m.consumed.clone()));
-        m.register(Box::new(m.produced.clone()));
-        m.register(Box::new(m.dead_lettered.clone()));
-        m.register(Box::new(m.processing.clone()));
-        m.register(Box::new(m.retries.clone()));
-        m.register(Box::new(m.lag.clone()));
-        m.register(Box::new(m.rebalances.clone()));
-        m.register(Box::new(m.assigned_partitions.clone()));
-        m
+        }
     }
 
     pub fn registry(&self) -> &Registry {
         &self.registry
-    }
-
-    /// Registers a service's own collector. Names are fixed at compile time, so a clash is a bug.
-    pub fn register(&self, collector: Box<dyn prometheus::core::Collector>) {
-        self.registry
-            .register(collector)
-            .expect("metric names are unique within a service");
     }
 
     /// The registry in the Prometheus text exposition format.

@@ -2,33 +2,32 @@
 //!
 //! The order of a graceful stop, written once:
 //! 1. the token is cancelled (SIGTERM or SIGINT), so `/readyz` turns 503 at once;
-//! 2. consume loops stop polling, finish the record in hand and commit the stored offsets;
+//! 2. consume loops stop taking records, finish the records in flight (within
+//!    `KAFKA_DRAIN_TIMEOUT_MS`) and commit the stored offsets;
 //! 3. HTTP APIs stop accepting and finish in-flight requests;
 //! 4. producers flush what they still hold;
 //! 5. the ops server stops;
 //! 6. the telemetry guard is dropped, flushing spans.
 //!
-//! The whole drain stays under [`DRAIN_BUDGET`], below the pod's `terminationGracePeriodSeconds`.
+//! The whole stop stays under `SHUTDOWN_TIMEOUT_MS` ([`crate::ServiceConfig::shutdown_timeout`]),
+//! which the Helm chart sets below the pod's `terminationGracePeriodSeconds`.
 
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// The longest a graceful stop may take. The Helm chart sets `terminationGracePeriodSeconds` above it.
-pub const DRAIN_BUDGET: Duration = Duration::from_secs(20);
-
 /// A token cancelled on the first SIGTERM or SIGINT. A second signal exits at once, and so does a
-/// drain that overruns [`DRAIN_BUDGET`].
-pub fn on_signal() -> CancellationToken {
+/// stop that overruns `budget`.
+pub fn on_signal(budget: Duration) -> CancellationToken {
     let token = CancellationToken::new();
     let cancel = token.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!(
-            budget_s = DRAIN_BUDGET.as_secs(),
+            budget_s = budget.as_secs(),
             "shutdown signal received; draining"
         );
         cancel.cancel();
-        watchdog(DRAIN_BUDGET);
+        watchdog(budget);
         wait_for_signal().await;
         tracing::warn!("second signal received; exiting without draining");
         std::process::exit(130);

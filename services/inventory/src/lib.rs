@@ -13,7 +13,7 @@ use events::{InventoryStatus, OrderCreated, topics};
 use platform::config::{ConfigError, Env};
 use platform::kafka::{HandleError, Handler, Publisher, RecordMeta, Rejection};
 use platform::{Api, ServiceConfig, Subscription};
-use prometheus::{IntCounterVec, Opts};
+use prometheus::{IntCounterVec, register_int_counter_vec_with_registry};
 use serde_json::json;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -65,19 +65,19 @@ impl Handler for Reservations {
         })
     }
 
-    async fn handle(&self, order: OrderCreated, _meta: &RecordMeta) -> Result<(), HandleError> {
+    async fn handle(&self, order: &OrderCreated, _meta: &RecordMeta) -> Result<(), HandleError> {
         let (event, moved) = self
             .stock
             .lock()
             .expect("stock lock")
-            .reserve(&order, chrono::Utc::now());
+            .reserve(order, chrono::Utc::now());
         if moved {
             self.outcomes
                 .with_label_values(&[event.event_type.as_str()])
                 .inc();
             match event.event_type {
                 InventoryStatus::InventoryReserved => {
-                    tracing::info!(order_id = %order.order_id, items = ?order.items, "stock reserved");
+                    tracing::debug!(order_id = %order.order_id, items = ?order.items, "stock reserved");
                 }
                 InventoryStatus::OutOfStock => {
                     tracing::warn!(order_id = %order.order_id, shortages = ?event.shortages, "out of stock");
@@ -114,15 +114,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), plat
             config.initial_stock,
             config.dedup_window,
         )));
-        let outcomes = IntCounterVec::new(
-            Opts::new(
-                "inventory_reservations_total",
-                "Orders reserved or out of stock.",
-            ),
+        let outcomes = register_int_counter_vec_with_registry!(
+            "inventory_reservations_total",
+            "Orders reserved or out of stock.",
             &["outcome"],
+            rt.metrics.registry()
         )
         .expect("valid metric");
-        rt.metrics.register(Box::new(outcomes.clone()));
         let router = platform::http::api(
             Router::new()
                 .route("/stock", get(stock_levels))

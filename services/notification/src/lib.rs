@@ -14,7 +14,10 @@ use events::{PaymentProcessed, topics};
 use platform::config::{ConfigError, Env};
 use platform::kafka::{HandleError, Handler, Publisher, RecordMeta, Rejection};
 use platform::{Api, ServiceConfig, Subscription};
-use prometheus::{IntCounter, IntCounterVec, Opts};
+use prometheus::{
+    IntCounter, IntCounterVec, register_int_counter_vec_with_registry,
+    register_int_counter_with_registry,
+};
 use serde::Deserialize;
 use serde_json::json;
 use std::net::SocketAddr;
@@ -75,19 +78,19 @@ impl Handler for Notifier {
 
     async fn handle(
         &self,
-        payment: PaymentProcessed,
+        payment: &PaymentProcessed,
         _meta: &RecordMeta,
     ) -> Result<(), HandleError> {
         let (sent, new) = self
             .outbox
             .lock()
             .expect("outbox lock")
-            .send(&payment, chrono::Utc::now());
+            .send(payment, chrono::Utc::now());
         if new {
             self.sent
                 .with_label_values(&[payment.status.as_str()])
                 .inc();
-            tracing::info!(
+            tracing::debug!(
                 order_id = %sent.order_id,
                 user_id = sent.user_id,
                 status = payment.status.as_str(),
@@ -97,7 +100,7 @@ impl Handler for Notifier {
             );
         } else {
             self.duplicates.inc();
-            tracing::info!(event_id = %payment.event_id, order_id = %payment.order_id, "duplicate payment event; notification already sent");
+            tracing::debug!(event_id = %payment.event_id, order_id = %payment.order_id, "duplicate payment event; notification already sent");
         }
         // Published on every delivery: if the first publish was lost with a crash, this is its retry,
         // and downstream sees the identical record.
@@ -146,21 +149,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), plat
     };
     platform::run_consumer(&config.service, subscription, shutdown, |rt| {
         let outbox = Arc::new(Mutex::new(Outbox::new(config.dedup_window, config.history)));
-        let sent = IntCounterVec::new(
-            Opts::new(
-                "notifications_sent_total",
-                "Customer notifications sent, by payment status.",
-            ),
+        let registry = rt.metrics.registry();
+        let sent = register_int_counter_vec_with_registry!(
+            "notifications_sent_total",
+            "Customer notifications sent, by payment status.",
             &["status"],
+            registry
         )
         .expect("valid metric");
-        let duplicates = IntCounter::new(
+        let duplicates = register_int_counter_with_registry!(
             "notifications_duplicates_total",
             "Payment events seen again and not notified twice.",
+            registry
         )
         .expect("valid metric");
-        rt.metrics.register(Box::new(sent.clone()));
-        rt.metrics.register(Box::new(duplicates.clone()));
         let router = platform::http::api(
             Router::new()
                 .route("/notifications", get(list))

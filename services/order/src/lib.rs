@@ -14,7 +14,7 @@ use platform::config::{ConfigError, Env};
 use platform::http::{ApiError, JsonBody};
 use platform::kafka::Publisher;
 use platform::{Runtime, ServiceConfig};
-use prometheus::IntCounterVec;
+use prometheus::{IntCounterVec, register_int_counter_vec_with_registry};
 use serde_json::json;
 use std::net::SocketAddr;
 use tokio_util::sync::CancellationToken;
@@ -76,7 +76,7 @@ impl Orders {
                 )
             })?;
         self.created.with_label_values(&[source]).inc();
-        tracing::info!(
+        tracing::debug!(
             order_id = %event.order_id,
             user_id = event.user_id,
             amount = %event.amount,
@@ -120,15 +120,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), plat
         shutdown.clone(),
     )
     .await?;
-    let created = IntCounterVec::new(
-        prometheus::Opts::new(
-            "orders_created_total",
-            "Orders accepted and published, by source.",
-        ),
+    let created = register_int_counter_vec_with_registry!(
+        "orders_created_total",
+        "Orders accepted and published, by source.",
         &["source"],
+        rt.metrics.registry()
     )
     .expect("valid metric");
-    rt.metrics.register(Box::new(created.clone()));
     let orders = Orders {
         publisher: rt.publisher(),
         created,

@@ -6,6 +6,7 @@ async fn main() -> anyhow::Result<()> {
     let env = Env::from_process();
     let config = config::or_exit(order::Config::from_env(&env));
     let _telemetry = telemetry::init(&env, order::SERVICE)?;
-    order::run(config, shutdown::on_signal()).await?;
+    let stop = shutdown::on_signal(config.service.shutdown_timeout);
+    order::run(config, stop).await?;
     Ok(())
 }

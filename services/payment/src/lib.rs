@@ -9,7 +9,10 @@ use gateway::Gateway;
 use platform::config::{ConfigError, Env};
 use platform::kafka::{HandleError, Handler, Publisher, RecordMeta, Rejection};
 use platform::{ServiceConfig, Subscription};
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts};
+use prometheus::{
+    HistogramVec, IntCounterVec, register_histogram_vec_with_registry,
+    register_int_counter_vec_with_registry,
+};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -21,6 +24,9 @@ pub struct Config {
     pub gateway: Gateway,
     /// `PAYMENT_GATEWAY_LATENCY_MS`: how long the simulated gateway takes per payment.
     pub gateway_latency: Duration,
+    /// `PAYMENT_GATEWAY_JITTER_MS`: up to this much more, drawn per payment, as a real gateway's
+    /// response times vary (so payments finish out of order).
+    pub gateway_jitter: Duration,
 }
 
 impl Config {
@@ -43,6 +49,7 @@ impl Config {
                 limit: Amount::from_decimal(limit).expect("checked above"),
             },
             gateway_latency: env.millis("PAYMENT_GATEWAY_LATENCY_MS", Duration::from_millis(20))?,
+            gateway_jitter: env.millis("PAYMENT_GATEWAY_JITTER_MS", Duration::ZERO)?,
         })
     }
 }
@@ -50,6 +57,7 @@ impl Config {
 struct Payments {
     gateway: Gateway,
     latency: Duration,
+    jitter: Duration,
     publisher: Publisher,
     processed: IntCounterVec,
     end_to_end: HistogramVec,
@@ -65,10 +73,12 @@ impl Handler for Payments {
         })
     }
 
-    async fn handle(&self, order: OrderCreated, _meta: &RecordMeta) -> Result<(), HandleError> {
-        tracing::debug!(order_id = %order.order_id, "received order");
-        tokio::time::sleep(self.latency).await;
-        let event = self.gateway.process(&order, chrono::Utc::now());
+    async fn handle(&self, order: &OrderCreated, _meta: &RecordMeta) -> Result<(), HandleError> {
+        let latency = self.latency + self.jitter.mul_f64(fastrand::f64());
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+        let event = self.gateway.process(order, chrono::Utc::now());
         let payload = serde_json::to_vec(&event).expect("events serialise");
         self.publisher
             .publish(topics::PAYMENTS, &order.order_id.to_string(), &payload)
@@ -82,7 +92,7 @@ impl Handler for Payments {
         self.end_to_end
             .with_label_values(&[status])
             .observe(elapsed.as_secs_f64());
-        tracing::info!(
+        tracing::debug!(
             order_id = %event.order_id,
             user_id = event.user_id,
             amount = %event.amount,
@@ -102,28 +112,26 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), plat
         writes: &[topics::PAYMENTS],
     };
     platform::run_consumer(&config.service, subscription, shutdown, |rt| {
-        let processed = IntCounterVec::new(
-            Opts::new(
-                "payments_processed_total",
-                "Payments decided and published, by status.",
-            ),
+        let registry = rt.metrics.registry();
+        let processed = register_int_counter_vec_with_registry!(
+            "payments_processed_total",
+            "Payments decided and published, by status.",
             &["status"],
+            registry
         )
         .expect("valid metric");
-        let end_to_end = HistogramVec::new(
-            HistogramOpts::new(
-                "order_to_payment_seconds",
-                "Time from order creation to its payment outcome, from the event timestamps.",
-            )
-            .buckets(prometheus::exponential_buckets(0.005, 2.0, 14).expect("valid buckets")),
+        let end_to_end = register_histogram_vec_with_registry!(
+            "order_to_payment_seconds",
+            "Time from order creation to its payment outcome, from the event timestamps.",
             &["status"],
+            prometheus::exponential_buckets(0.005, 2.0, 14).expect("valid buckets"),
+            registry
         )
         .expect("valid metric");
-        rt.metrics.register(Box::new(processed.clone()));
-        rt.metrics.register(Box::new(end_to_end.clone()));
         let handler = Payments {
             gateway: config.gateway,
             latency: config.gateway_latency,
+            jitter: config.gateway_jitter,
             publisher: rt.publisher(),
             processed,
             end_to_end,

@@ -8,7 +8,8 @@ mod producer;
 pub mod propagation;
 
 pub use consumer::{
-    ConsumeLoop, GroupContext, HandleError, Handler, RecordMeta, Rejection, headers as dlq_headers,
+    COMMIT_BUDGET, ConsumeLoop, GroupContext, HandleError, Handler, RecordMeta, Rejection,
+    headers as dlq_headers,
 };
 pub use probe::BrokerProbe;
 pub use producer::{PublishError, Published, Publisher};
@@ -37,6 +38,17 @@ pub struct KafkaConfig {
     pub statistics_interval: Duration,
     /// `KAFKA_FETCH_WAIT_MAX_MS`: the longest a fetch waits at the broker for new records.
     pub fetch_wait_max: Duration,
+    /// `KAFKA_LINGER_MS`: how long the producer waits to fill a batch.
+    pub linger: Duration,
+    /// `KAFKA_MAX_IN_FLIGHT`: records a consumer member holds at once, taken and not finished.
+    pub max_in_flight: usize,
+    /// `KAFKA_DRAIN_TIMEOUT_MS`: how long revoked or stopping lanes may take to finish what they
+    /// hold before it is abandoned, unstored, to the next owner.
+    pub drain_timeout: Duration,
+    /// `KAFKA_RETRY_BACKOFF_MAX_MS`: the longest pause between retries of a failing record.
+    pub retry_backoff_max: Duration,
+    /// `KAFKA_SUMMARY_INTERVAL_MS`: how often a consumer logs its summary line at INFO.
+    pub summary_interval: Duration,
     /// `KAFKA_EXTRA_CONFIG`: `key=value` pairs, comma-separated, passed to librdkafka as they are
     /// (security settings such as `security.protocol=SASL_PLAINTEXT,sasl.mechanism=SCRAM-SHA-512`).
     pub extra: Vec<(String, String)>,
@@ -87,16 +99,76 @@ impl KafkaConfig {
             })?;
             extra.push((k.trim().to_owned(), v.trim().to_owned()));
         }
-        Ok(Self {
+        let config = Self {
             bootstrap_servers,
             client_id,
             session_timeout,
-            delivery_timeout: env.millis("KAFKA_DELIVERY_TIMEOUT_MS", Duration::from_secs(30))?,
+            delivery_timeout: env.millis("KAFKA_DELIVERY_TIMEOUT_MS", Duration::from_secs(8))?,
             statistics_interval: env
                 .millis("KAFKA_STATISTICS_INTERVAL_MS", Duration::from_secs(5))?,
             fetch_wait_max: env.millis("KAFKA_FETCH_WAIT_MAX_MS", Duration::from_millis(500))?,
+            linger: env.millis("KAFKA_LINGER_MS", Duration::from_millis(5))?,
+            max_in_flight: env.checked(
+                "KAFKA_MAX_IN_FLIGHT",
+                1024,
+                "a whole number from 1 to 100000",
+                |n: &usize| (1..=100_000).contains(n),
+            )?,
+            drain_timeout: env.millis("KAFKA_DRAIN_TIMEOUT_MS", Duration::from_secs(8))?,
+            retry_backoff_max: env.millis("KAFKA_RETRY_BACKOFF_MAX_MS", Duration::from_secs(5))?,
+            summary_interval: env.millis("KAFKA_SUMMARY_INTERVAL_MS", Duration::from_secs(30))?,
             extra,
-        })
+        };
+        config.check_budgets()?;
+        Ok(config)
+    }
+
+    /// The budgets that must agree for a revocation to drain in time (see the consume loop).
+    fn check_budgets(&self) -> Result<(), ConfigError> {
+        let invalid = |var: &str, value: Duration, expected: String| {
+            Err(ConfigError::Invalid {
+                var: var.into(),
+                value: value.as_millis().to_string(),
+                expected,
+            })
+        };
+        if self.delivery_timeout > self.drain_timeout {
+            return invalid(
+                "KAFKA_DELIVERY_TIMEOUT_MS",
+                self.delivery_timeout,
+                format!(
+                    "at most KAFKA_DRAIN_TIMEOUT_MS ({} ms), so that every output in flight at a \
+                     revocation is settled within the drain",
+                    self.drain_timeout.as_millis()
+                ),
+            );
+        }
+        if self.drain_timeout >= self.session_timeout {
+            return invalid(
+                "KAFKA_DRAIN_TIMEOUT_MS",
+                self.drain_timeout,
+                format!(
+                    "less than KAFKA_SESSION_TIMEOUT_MS ({} ms), so that a revocation never holds \
+                     the group longer than a member may stay silent",
+                    self.session_timeout.as_millis()
+                ),
+            );
+        }
+        if self.retry_backoff_max < Duration::from_millis(100) {
+            return invalid(
+                "KAFKA_RETRY_BACKOFF_MAX_MS",
+                self.retry_backoff_max,
+                "at least 100 milliseconds".into(),
+            );
+        }
+        if self.summary_interval.is_zero() {
+            return invalid(
+                "KAFKA_SUMMARY_INTERVAL_MS",
+                self.summary_interval,
+                "a positive number of milliseconds".into(),
+            );
+        }
+        Ok(())
     }
 
     fn base(&self) -> ClientConfig {
@@ -117,8 +189,8 @@ impl KafkaConfig {
         let mut c = self.base();
         c.set("acks", "all")
             .set("enable.idempotence", "true")
-            // Publishes are awaited one by one in the consume loops, so waiting to batch only adds latency.
-            .set("linger.ms", "1")
+            // Many records' outputs are in flight at once; a short linger lets them share batches.
+            .set("linger.ms", ms(self.linger))
             .set("compression.type", "lz4")
             .set("message.timeout.ms", ms(self.delivery_timeout));
         c
@@ -131,16 +203,22 @@ impl KafkaConfig {
         c.set("group.id", group_id)
             .set("enable.auto.commit", "true")
             .set("auto.commit.interval.ms", "1000")
+            // Offsets are stored by the consume loop once a record and all before it are finished;
+            // librdkafka's own store would mark a record done as soon as it is taken.
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("partition.assignment.strategy", "cooperative-sticky")
             .set("session.timeout.ms", ms(self.session_timeout))
             .set("heartbeat.interval.ms", ms(self.session_timeout / 3))
             .set("statistics.interval.ms", ms(self.statistics_interval))
-            // librdkafka's default. Measured with `make bench`: 100 ms made every hop slower on the
-            // local broker, the extra fetches costing more than the shorter waits saved.
+            // librdkafka's default of 500 ms suits a real Kafka, which answers a waiting fetch as soon
+            // as data arrives; the local broker may sit out the whole wait, so `make run` and the
+            // benchmarks use a short-wait profile (README, "Benchmarks").
             .set("fetch.wait.max.ms", ms(self.fetch_wait_max))
-            .set("enable.partition.eof", "false");
+            .set("enable.partition.eof", "false")
+            // Prefetch per partition. Lanes take records as fast as the in-flight bound allows;
+            // a few MiB keeps every lane fed and the resident memory small.
+            .set("queued.max.messages.kbytes", "2048");
         c
     }
 }
@@ -203,6 +281,41 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().starts_with("KAFKA_EXTRA_CONFIG="), "{err}");
+    }
+
+    #[test]
+    fn budgets_that_cannot_drain_in_time_are_refused() {
+        let base = ("KAFKA_BOOTSTRAP_SERVERS", "k:9092");
+        assert!(KafkaConfig::from_env(&env(&[base]), "payment").is_ok());
+        for (pairs, var) in [
+            (
+                vec![("KAFKA_DELIVERY_TIMEOUT_MS", "9000")],
+                "KAFKA_DELIVERY_TIMEOUT_MS",
+            ),
+            (
+                vec![("KAFKA_SESSION_TIMEOUT_MS", "6000")],
+                "KAFKA_DRAIN_TIMEOUT_MS",
+            ),
+            (
+                vec![("KAFKA_RETRY_BACKOFF_MAX_MS", "10")],
+                "KAFKA_RETRY_BACKOFF_MAX_MS",
+            ),
+        ] {
+            let mut all = vec![base];
+            all.extend(pairs);
+            let err = KafkaConfig::from_env(&env(&all), "payment").unwrap_err();
+            assert!(err.to_string().starts_with(&format!("{var}=")), "{err}");
+        }
+        let ok = KafkaConfig::from_env(
+            &env(&[
+                base,
+                ("KAFKA_SESSION_TIMEOUT_MS", "6000"),
+                ("KAFKA_DRAIN_TIMEOUT_MS", "5000"),
+                ("KAFKA_DELIVERY_TIMEOUT_MS", "5000"),
+            ]),
+            "payment",
+        );
+        assert!(ok.is_ok(), "{ok:?}");
     }
 
     #[test]

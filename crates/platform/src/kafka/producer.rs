@@ -39,6 +39,8 @@ impl rdkafka::ClientContext for ProducerContext {
 pub struct Publisher {
     producer: FutureProducer<ProducerContext>,
     metrics: Metrics,
+    /// The delivery timeout: nothing queued can take longer to settle.
+    flush_timeout: Duration,
 }
 
 impl Publisher {
@@ -47,7 +49,11 @@ impl Publisher {
             .producer_config()
             .create_with_context(ProducerContext)
             .map_err(PublishError::Create)?;
-        Ok(Self { producer, metrics })
+        Ok(Self {
+            producer,
+            metrics,
+            flush_timeout: config.delivery_timeout,
+        })
     }
 
     /// The underlying client, for metadata requests.
@@ -139,9 +145,10 @@ impl Publisher {
         }
     }
 
-    /// Waits for everything still queued to be acknowledged, up to `timeout`.
-    pub async fn flush(&self, timeout: Duration) {
+    /// Waits for everything still queued to be acknowledged, up to the delivery timeout.
+    pub async fn flush(&self) {
         let producer = self.producer.clone();
+        let timeout = self.flush_timeout;
         match tokio::task::spawn_blocking(move || producer.flush(Timeout::After(timeout))).await {
             Ok(Ok(())) => tracing::info!("producer flushed"),
             Ok(Err(err)) => {
