@@ -71,28 +71,36 @@ impl DecodeError {
     }
 }
 
+/// The `event_type` of a payload, other fields ignored.
+#[derive(serde::Deserialize)]
+struct Tag<'a> {
+    #[serde(borrow)]
+    event_type: Option<std::borrow::Cow<'a, str>>,
+}
+
 /// Decodes and validates one record payload.
 pub fn decode<E: Event>(payload: Option<&[u8]>) -> Result<E, DecodeError> {
     let payload = payload
         .filter(|p| !p.is_empty())
         .ok_or(DecodeError::Empty)?;
-    let value: serde_json::Value =
-        serde_json::from_slice(payload).map_err(|e| DecodeError::Syntax(e.to_string()))?;
-    let event_type = value
-        .get("event_type")
-        .and_then(serde_json::Value::as_str)
-        .ok_or(DecodeError::MissingEventType)?
-        .to_owned();
-    if !E::EVENT_TYPES.contains(&event_type.as_str()) {
+    // The tag first, borrowed from the payload (no value tree is built), then the typed event.
+    let tag: Tag<'_> = serde_json::from_slice(payload).map_err(|e| match e.classify() {
+        // Valid JSON that is not an object with a string `event_type` (an array, a number…).
+        serde_json::error::Category::Data => DecodeError::MissingEventType,
+        _ => DecodeError::Syntax(e.to_string()),
+    })?;
+    let event_type = tag.event_type.ok_or(DecodeError::MissingEventType)?;
+    if !E::EVENT_TYPES.contains(&event_type.as_ref()) {
         return Err(DecodeError::UnknownEventType {
-            found: event_type,
+            found: event_type.into_owned(),
             expected: E::EVENT_TYPES.join(", "),
         });
     }
-    let event: E = serde_json::from_value(value).map_err(|e| DecodeError::Shape {
-        event_type: event_type.clone(),
+    let event: E = serde_json::from_slice(payload).map_err(|e| DecodeError::Shape {
+        event_type: event_type.to_string(),
         detail: e.to_string(),
     })?;
+    let event_type = event_type.into_owned();
     event
         .validate()
         .map_err(|source| DecodeError::Invalid { event_type, source })?;

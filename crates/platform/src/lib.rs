@@ -17,6 +17,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+/// Every service allocates for each record it handles (the record, its span, its output); measured
+/// with `make bench`, mimalloc made those allocations a fraction of what glibc's cost.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Settings every service has.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceConfig {

@@ -13,10 +13,13 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use serde_json::{Map, Value};
 use std::fmt;
+use tracing::Level;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
-use tracing_subscriber::fmt::format::{JsonFields, Writer};
-use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
+use tracing_subscriber::field::RecordFields;
+use tracing_subscriber::filter;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -119,11 +122,24 @@ pub fn init(env: &Env, default_service_name: &str) -> Result<TelemetryGuard, Tel
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new("info,librdkafka=warn,rdkafka=warn,h2=warn,tower=warn,hyper=warn")
     });
+    // Spans are built for every record, so only what a trace shows is kept: no per-span
+    // location, thread, target or busy/idle attributes, and no context activation on every poll
+    // (propagation reads the span's own context). Events below INFO do not become span events.
+    let otel = tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_location(false)
+        .with_threads(false)
+        .with_target(false)
+        .with_tracked_inactivity(false)
+        .with_context_activation(false)
+        .with_filter(filter::filter_fn(|meta| {
+            meta.is_span() || *meta.level() <= Level::INFO
+        }));
     tracing_subscriber::registry()
-        .with(tracing_opentelemetry::layer().with_tracer(tracer))
+        .with(otel)
         .with(
             tracing_subscriber::fmt::layer()
-                .fmt_fields(JsonFields::new())
+                .fmt_fields(NoSpanFields)
                 .event_format(JsonLines)
                 .with_writer(std::io::stdout)
                 .with_filter(filter),
@@ -140,8 +156,19 @@ pub fn init(env: &Env, default_service_name: &str) -> Result<TelemetryGuard, Tel
     Ok(TelemetryGuard { provider })
 }
 
+/// Span fields are not copied into log lines: every record's span carries a dozen attributes, and
+/// formatting them for every span, logged or not, cost more than the rest of a record's handling.
+/// A line inside a span names the span and carries its `trace_id`, which leads to the attributes.
+struct NoSpanFields;
+
+impl<'writer> FormatFields<'writer> for NoSpanFields {
+    fn format_fields<R: RecordFields>(&self, _: Writer<'writer>, _: R) -> fmt::Result {
+        Ok(())
+    }
+}
+
 /// One JSON object a line: `timestamp`, `level`, `message`, the event's fields, then the current
-/// span (name and fields) and its `trace_id`/`span_id`.
+/// span's name and its `trace_id`/`span_id`.
 struct JsonLines;
 
 impl<S, N> FormatEvent<S, N> for JsonLines
@@ -172,11 +199,6 @@ where
         if let Some(span) = ctx.event_scope().and_then(|mut scope| scope.next()) {
             let mut span_obj = Map::new();
             span_obj.insert("name".into(), Value::String(span.name().to_owned()));
-            if let Some(formatted) = span.extensions().get::<FormattedFields<N>>()
-                && let Ok(Value::Object(span_fields)) = serde_json::from_str::<Value>(formatted)
-            {
-                span_obj.extend(span_fields);
-            }
             line.insert("span".into(), Value::Object(span_obj));
             let otel = tracing::dispatcher::get_default(|dispatch| {
                 tracing_opentelemetry::get_otel_context(&span.id(), dispatch)

@@ -195,6 +195,8 @@ fn notifications_consumer(bootstrap: &str) -> anyhow::Result<StreamConsumer> {
         .set("bootstrap.servers", bootstrap)
         .set("group.id", format!("loadgen-{}", Uuid::new_v4()))
         .set("enable.auto.commit", "false")
+        // An observer's own fetch wait would count in every latency it reports.
+        .set("fetch.wait.max.ms", "10")
         .create()?;
     let topic = events::topics::NOTIFICATIONS;
     let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;

@@ -25,8 +25,27 @@ pub fn message_for(payment: &PaymentProcessed) -> String {
     }
 }
 
+/// The notification of `payment`, first sent at `sent_at`.
+fn notification(payment: &PaymentProcessed, sent_at: DateTime<Utc>) -> NotificationSent {
+    NotificationSent {
+        event_id: Uuid::new_v5(&NOTIFICATION_EVENTS, payment.event_id.as_bytes()),
+        event_type: NotificationSent::EVENT_TYPE.to_owned(),
+        occurred_at: sent_at,
+        order_id: payment.order_id,
+        user_id: payment.user_id,
+        payment_event_id: payment.event_id,
+        status: payment.status,
+        channel: "email".to_owned(),
+        message: message_for(payment),
+        order_created_at: payment.order_created_at,
+    }
+}
+
 pub struct Outbox {
-    sent: Window<Uuid, NotificationSent>,
+    /// When each remembered payment event was first notified: everything else in its
+    /// `notification_sent` derives from the payment event, so a redelivery rebuilds the identical
+    /// record from this alone (a fraction of the memory of keeping the records).
+    sent: Window<Uuid, DateTime<Utc>>,
     history: VecDeque<NotificationSent>,
     history_len: usize,
     sent_total: u64,
@@ -51,28 +70,18 @@ impl Outbox {
         payment: &PaymentProcessed,
         now: DateTime<Utc>,
     ) -> (NotificationSent, bool) {
-        if let Some(first) = self.sent.get(&payment.event_id) {
+        if let Some(&first) = self.sent.get(&payment.event_id) {
             self.duplicates += 1;
-            return (first.clone(), false);
+            return (notification(payment, first), false);
         }
-        let n = NotificationSent {
-            event_id: Uuid::new_v5(&NOTIFICATION_EVENTS, payment.event_id.as_bytes()),
-            event_type: NotificationSent::EVENT_TYPE.to_owned(),
-            occurred_at: now,
-            order_id: payment.order_id,
-            user_id: payment.user_id,
-            payment_event_id: payment.event_id,
-            status: payment.status,
-            channel: "email".to_owned(),
-            message: message_for(payment),
-            order_created_at: payment.order_created_at,
-        };
+        let n = notification(payment, now);
         if self.history.len() == self.history_len {
             self.history.pop_front();
         }
         self.history.push_back(n.clone());
         self.sent_total += 1;
-        (self.sent.remember(payment.event_id, n).clone(), true)
+        self.sent.remember(payment.event_id, now);
+        (n, true)
     }
 
     /// The newest first, optionally only one order's.

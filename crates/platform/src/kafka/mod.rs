@@ -177,6 +177,9 @@ impl KafkaConfig {
             .set("client.id", &self.client_id)
             // Re-resolve broker addresses promptly when a broker appears late or moves.
             .set("reconnect.backoff.max.ms", "2000")
+            // Records are small and latency matters: Nagle's algorithm held small requests back
+            // (`make bench`, 1,000 orders/s: created → notified p50 59 → 44 ms, p99 126 → 114 ms).
+            .set("socket.nagle.disable", "true")
             .set("topic.metadata.refresh.interval.ms", "10000");
         for (k, v) in &self.extra {
             c.set(k, v);
@@ -190,6 +193,8 @@ impl KafkaConfig {
         c.set("acks", "all")
             .set("enable.idempotence", "true")
             // Many records' outputs are in flight at once; a short linger lets them share batches.
+            // Measured on the local broker: 5 ms used ~10 % less CPU per record than 1 ms at full
+            // speed, and cost a few ms of latency per hop at 1,000 orders/s.
             .set("linger.ms", ms(self.linger))
             .set("compression.type", "lz4")
             .set("message.timeout.ms", ms(self.delivery_timeout));
