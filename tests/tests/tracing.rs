@@ -36,8 +36,9 @@ async fn one_order_is_one_trace_from_http_through_kafka_to_every_service() {
         http.parent_span_id.is_empty(),
         "the HTTP span is the root of the trace"
     );
+    // Each service exports on its own schedule: wait for the last hop of both branches.
     let trace: Vec<Span> = eventually(
-        "the notification's consumer span",
+        "the notification's and inventory's consumer spans",
         Duration::from_secs(30),
         || async {
             let trace: Vec<Span> = collector
@@ -45,7 +46,9 @@ async fn one_order_is_one_trace_from_http_through_kafka_to_every_service() {
                 .into_iter()
                 .filter(|s| s.trace_id == http.trace_id)
                 .collect();
-            find(&trace, "notification", "payments process").map(|_| trace)
+            (find(&trace, "notification", "payments process").is_some()
+                && find(&trace, "inventory", "orders process").is_some())
+            .then_some(trace)
         },
     )
     .await;
