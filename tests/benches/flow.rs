@@ -242,16 +242,8 @@ async fn straight_project(broker: &Broker) -> (f64, f64) {
     (ORDERS as f64 / secs, cpu * 1000.0 / ORDERS as f64 * 1000.0)
 }
 
-/// The order API saturated, then at a steady rate; with each service's memory and CPU.
-async fn api_project(
-    broker: &Broker,
-) -> (
-    loadgen::Report,
-    loadgen::Report,
-    loadgen::Latency,
-    Vec<Resources>,
-) {
-    let test = "bench_api";
+/// Order, payment and notification, ready, on `broker`.
+async fn flow_services(test: &str, broker: &Broker) -> Vec<Service> {
     let services: Vec<Service> = ["order", "payment", "notification"]
         .iter()
         .map(|name| Service::start(test, name, broker, GATEWAY_0))
@@ -259,6 +251,47 @@ async fn api_project(
     for s in &services {
         s.wait_ready().await;
     }
+    services
+}
+
+/// Load generator options against `order`. Each request waits for the broker's acknowledgement
+/// (202 only once the broker has the order), so the saturating run keeps many in flight.
+async fn load(order: &Service, broker: &Broker, count: u64, rate: f64) -> loadgen::Options {
+    loadgen::Options {
+        order_url: order.url("http", "").await,
+        bootstrap_servers: broker.bootstrap.clone(),
+        rate,
+        count: Some(count),
+        duration: None,
+        concurrency: 256,
+        drain_timeout: Duration::from_secs(120),
+        progress_bar: false,
+    }
+}
+
+/// The order API at a steady rate: the load generator's report, and created → notified from the
+/// notification events' own timestamps.
+async fn steady_project(broker: &Broker) -> (loadgen::Report, loadgen::Latency) {
+    let services = flow_services("bench_steady", broker).await;
+    let started = chrono::Utc::now();
+    let report = loadgen::run(load(&services[0], broker, STEADY_ORDERS, STEADY_RATE).await)
+        .await
+        .expect("steady run");
+    let created_to_notified = loadgen::Latency::from_samples(
+        read_all(&broker.bootstrap, topics::NOTIFICATIONS)
+            .await
+            .iter()
+            .filter_map(|r| serde_json::from_value::<NotificationSent>(r.json()).ok())
+            .filter(|n| n.order_created_at >= started)
+            .filter_map(|n| (n.occurred_at - n.order_created_at).to_std().ok())
+            .collect(),
+    );
+    (report, created_to_notified)
+}
+
+/// The order API saturated, with each service's memory and CPU.
+async fn api_project(broker: &Broker) -> (loadgen::Report, Vec<Resources>) {
+    let services = flow_services("bench_api", broker).await;
     let idle: Vec<u64> = services
         .iter()
         .map(|s| rss_kib(s.pid()).unwrap_or(0))
@@ -268,61 +301,25 @@ async fn api_project(
         .map(|s| cpu_seconds(s.pid()).unwrap_or(0.0))
         .collect();
     let (peaks, sampler) = sample_peaks(services.iter().map(Service::pid).collect());
-    let order_url = services[0].url("http", "").await;
-    // Each request waits for the broker's acknowledgement (202 only once the broker has the
-    // order), so the saturating run needs many requests in flight to keep the API busy.
-    let load = |count: u64, rate: f64| loadgen::Options {
-        order_url: order_url.clone(),
-        bootstrap_servers: broker.bootstrap.clone(),
-        rate,
-        count: Some(count),
-        duration: None,
-        concurrency: 256,
-        drain_timeout: Duration::from_secs(120),
-        progress_bar: false,
-    };
-    eprintln!("project: {ORDERS} orders through the API as fast as possible …");
-    let saturating = loadgen::run(load(ORDERS as u64, 0.0))
+    let report = loadgen::run(load(&services[0], broker, ORDERS as u64, 0.0).await)
         .await
         .expect("saturating run");
-    let orders = saturating.completed.max(1) as f64;
+    sampler.abort();
+    let peaks = peaks.lock().expect("peaks lock").clone();
+    let orders = report.completed.max(1) as f64;
     let resources = services
         .iter()
         .enumerate()
         .map(|(i, s)| Resources {
             service: s.name.clone(),
             idle_rss_mib: idle[i] as f64 / 1024.0,
-            peak_rss_mib: 0.0,
+            peak_rss_mib: peaks.get(&s.pid()).copied().unwrap_or(0) as f64 / 1024.0,
             cpu_ms_per_1000_orders: (cpu_seconds(s.pid()).unwrap_or(0.0) - cpu_before[i]) * 1000.0
                 / orders
                 * 1000.0,
         })
-        .collect::<Vec<_>>();
-    eprintln!("project: {STEADY_ORDERS} orders at {STEADY_RATE}/s through the API …");
-    let steady_start = chrono::Utc::now();
-    let steady = loadgen::run(load(STEADY_ORDERS, STEADY_RATE))
-        .await
-        .expect("steady run");
-    let created_to_notified = loadgen::Latency::from_samples(
-        read_all(&broker.bootstrap, topics::NOTIFICATIONS)
-            .await
-            .iter()
-            .filter_map(|r| serde_json::from_value::<NotificationSent>(r.json()).ok())
-            .filter(|n| n.order_created_at >= steady_start)
-            .filter_map(|n| (n.occurred_at - n.order_created_at).to_std().ok())
-            .collect(),
-    );
-    sampler.abort();
-    let peaks = peaks.lock().expect("peaks lock").clone();
-    let resources = resources
-        .into_iter()
-        .zip(&services)
-        .map(|(mut r, s)| {
-            r.peak_rss_mib = peaks.get(&s.pid()).copied().unwrap_or(0) as f64 / 1024.0;
-            r
-        })
         .collect();
-    (saturating, steady, created_to_notified, resources)
+    (report, resources)
 }
 
 /// `replicas` payment members with a 5 ms gateway drain a backlog written straight to `orders`;
@@ -437,7 +434,7 @@ fn print_tables(r: &Results) {
         "\nSteady {STEADY_RATE:.0}/s run: {} sent, {} completed, {} lost, max {:.0} ms",
         r.steady_project.sent, r.steady_project.completed, r.steady_project.lost, s.max_ms
     );
-    println!("\nResources per process (through the API; CPU is user + system time)");
+    println!("\nResources per process (saturating API run; CPU is user + system time)");
     println!("| service | idle RSS MiB | peak RSS MiB | CPU ms per 1,000 orders |");
     println!("|---|---:|---:|---:|");
     for s in &r.resources {
@@ -468,29 +465,28 @@ async fn main() {
     let started = Instant::now();
     let peer = peer_script();
 
-    // Each pair shares one broker: the peer on its own tagged topics, the project on the flow's.
-    let broker = Broker::start(FLOW_TOPICS);
+    // A fresh broker for every run, so that neither side works against the other's records.
     let straight_peer = peer.as_ref().map(|script| {
         eprintln!("peer: {ORDERS} orders as fast as possible …");
-        run_peer(script, &broker.bootstrap, ORDERS, None)
+        run_peer(script, &Broker::start(&[]).bootstrap, ORDERS, None)
     });
     eprintln!("project: {ORDERS} orders written straight to `orders` …");
-    let (straight_project, straight_project_cpu_ms_per_1000) = straight_project(&broker).await;
-    drop(broker);
-
-    let broker = Broker::start(FLOW_TOPICS);
+    let (straight_project, straight_project_cpu_ms_per_1000) =
+        straight_project(&Broker::start(FLOW_TOPICS)).await;
     let steady_peer = peer.as_ref().map(|script| {
         eprintln!("peer: {STEADY_ORDERS} orders at {STEADY_RATE}/s …");
         run_peer(
             script,
-            &broker.bootstrap,
+            &Broker::start(&[]).bootstrap,
             STEADY_ORDERS as usize,
             Some(STEADY_RATE),
         )
     });
-    let (api_project, steady_project, steady_project_created_to_notified, resources) =
-        api_project(&broker).await;
-    drop(broker);
+    eprintln!("project: {STEADY_ORDERS} orders at {STEADY_RATE}/s through the API …");
+    let (steady_project, steady_project_created_to_notified) =
+        steady_project(&Broker::start(FLOW_TOPICS)).await;
+    eprintln!("project: {ORDERS} orders through the API as fast as possible …");
+    let (api_project, resources) = api_project(&Broker::start(FLOW_TOPICS)).await;
 
     let mut payment_scaling = Vec::new();
     for replicas in [1, 2, 3, 6] {
