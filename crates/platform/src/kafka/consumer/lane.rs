@@ -101,6 +101,9 @@ pub(super) struct Lane<H: Handler> {
     /// Records between their first retriable failure and their end; the partition is paused
     /// while there are any.
     retrying: usize,
+    /// Whether this lane has the partition paused. librdkafka keeps a pause across revocation
+    /// and reassignment, so a lane never ends with its partition paused.
+    paused: bool,
     /// Cancelled when the lane is told to end: retry delays stop and the records are abandoned.
     ending: CancellationToken,
 }
@@ -114,6 +117,7 @@ impl<H: Handler> Lane<H> {
             waiting: HashMap::new(),
             running: FuturesUnordered::new(),
             retrying: 0,
+            paused: false,
             ending: CancellationToken::new(),
         }
     }
@@ -167,7 +171,7 @@ impl<H: Handler> Lane<H> {
                 "unfinished records left unstored for redelivery"
             );
         }
-        if self.retrying > 0 {
+        if self.paused {
             self.set_paused(false);
         }
     }
@@ -238,7 +242,8 @@ impl<H: Handler> Lane<H> {
     }
 
     fn settle(&mut self, mut rec: Box<InFlight<H::Input>>, attempt: Attempt) {
-        let series = &self.shared.series;
+        let shared = self.shared.clone();
+        let series = &shared.series;
         let outcome = match attempt {
             Attempt::Processed => "processed",
             Attempt::DeadLettered => "dead_lettered",
@@ -314,7 +319,11 @@ impl<H: Handler> Lane<H> {
 
     /// Pauses or resumes fetching this partition. Records already taken are unaffected, and
     /// fetching resumes after the last record taken, so nothing is skipped or taken twice.
-    fn set_paused(&self, paused: bool) {
+    fn set_paused(&mut self, paused: bool) {
+        if self.paused == paused {
+            return;
+        }
+        self.paused = paused;
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(&self.shared.topic, self.partition);
         let result = if paused {
