@@ -4,7 +4,8 @@
 #   lint      helm lint --strict, with the chart's values schema
 #   template  helm template
 #   schema    every rendered object and every manifest in k8s/ against Kubernetes 1.34 and the
-#             Strimzi / prometheus-operator / KEDA CRD schemas (../shared/tools/k8s-schema-check.py)
+#             Strimzi / prometheus-operator / KEDA / CloudNativePG CRD schemas kept in k8s/schemas/
+#             (scripts/schema-check.py; scripts/crd-schemas.sh regenerates them)
 #   checkov   security checks; the only skips are in .checkov.yaml or annotated on an object, with reasons
 #   yamllint  values files, k8s/, and the rendered manifests (duplicate keys pass every other check)
 #   promtool  `promtool check rules` on every rendered PrometheusRule, and the alert unit tests in
@@ -23,7 +24,6 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 BIN="${TOOLS_DIR:-$ROOT/.tools}/bin"
 VENV_PY="${TOOLS_DIR:-$ROOT/.tools}/venv/bin/python"
-SHARED_DIR="${SHARED_DIR:-$ROOT/../shared}"
 CHART="charts/kafka-microservices"
 NAMESPACE="${NAMESPACE:-kafka-demo}"
 K8S_VERSION="1.34.0"
@@ -46,10 +46,6 @@ if [ "$full" = yes ]; then
 fi
 
 "$ROOT/scripts/install-tools.sh" k8s
-[ -d "$SHARED_DIR/k8s/crd-schemas" ] || {
-  echo "chart-check: $SHARED_DIR/k8s/crd-schemas not found; set SHARED_DIR to the shared reference folder" >&2
-  exit 1
-}
 
 failed=()
 run() { # name, command...
@@ -83,8 +79,7 @@ if [ "$full" = yes ]; then
 fi
 
 if [ ${#rendered[@]} -gt 0 ] || [ ${#manifests[@]} -gt 0 ]; then
-  run "schema" "$VENV_PY" "$SHARED_DIR/tools/k8s-schema-check.py" --strict -k "$K8S_VERSION" \
-    --crd-schemas "$SHARED_DIR/k8s/crd-schemas" --crd-schemas k8s/schemas \
+  run "schema" "$VENV_PY" scripts/schema-check.py -k "$K8S_VERSION" --crd-schemas k8s/schemas \
     "${rendered[@]}" "${manifests[@]}"
   # checkov reads a directory, and matches NetworkPolicies to pods across all files in it: each
   # render gets a directory of its own, so one values set cannot cover for another.
