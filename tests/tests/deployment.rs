@@ -205,10 +205,12 @@ fn every_offline_check_fails_on_its_broken_fixture() {
         "the broken Dockerfile fails hadolint:\n{out}"
     );
     checks.insert("hadolint".into());
-    let expected: BTreeSet<String> = ["lint", "schema", "checkov", "yamllint", "hadolint"]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
+    let expected: BTreeSet<String> = [
+        "lint", "template", "schema", "checkov", "yamllint", "hadolint",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
     assert_eq!(checks, expected, "every check has a fixture that breaks it");
 }
 

@@ -17,6 +17,7 @@ async fn every_order_reaches_a_notification_with_the_gateways_decision() {
         ("PAYMENT_FAILURE_RATE", "0.25"),
         ("PAYMENT_LIMIT", "300"),
         ("PAYMENT_GATEWAY_LATENCY_MS", "1"),
+        ("KAFKA_SUMMARY_INTERVAL_MS", "500"),
     ];
     let stack = Stack::start("order_flow", &broker, &env).await;
 
@@ -117,6 +118,28 @@ async fn every_order_reaches_a_notification_with_the_gateways_decision() {
     // 200 orders × (1 keyboard + 2 mice) from 1000 units each.
     assert_eq!(stock["stock"]["SKU-KEYBOARD"], 800);
     assert_eq!(stock["stock"]["SKU-MOUSE"], 600);
+
+    // At INFO, a consumer logs no line per record but a periodic summary that adds up.
+    let summaries = eventually(
+        "payment's summaries to add up to 200",
+        Duration::from_secs(10),
+        || async {
+            let lines = stack.payment.logged("consumer summary");
+            let total: u64 = lines.iter().filter_map(|l| l["processed"].as_u64()).sum();
+            (total == 200).then_some(lines)
+        },
+    )
+    .await;
+    assert!(
+        summaries
+            .iter()
+            .all(|l| l["topic"] == "orders" && l["lag"].is_i64())
+    );
+    assert!(
+        stack.payment.logs().len() < 100,
+        "no line per record at INFO ({} lines)",
+        stack.payment.logs().len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

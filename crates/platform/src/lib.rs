@@ -207,3 +207,27 @@ where
     rt.stop().await;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shutdown_budget_too_short_for_drain_commit_and_flush_is_refused() {
+        let base = ("KAFKA_BOOTSTRAP_SERVERS", "k:9092");
+        let ok = ServiceConfig::from_env(&Env::from_pairs([base]), "payment").expect("defaults");
+        assert_eq!(ok.shutdown_timeout, Duration::from_secs(25));
+        // 8 s drain + 5 s commit + 8 s delivery = 21 s.
+        let err = ServiceConfig::from_env(
+            &Env::from_pairs([base, ("SHUTDOWN_TIMEOUT_MS", "20000")]),
+            "payment",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().starts_with(
+                "SHUTDOWN_TIMEOUT_MS=\"20000\" is invalid; expected at least 21000 ms"
+            ),
+            "{err}"
+        );
+    }
+}
