@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 use system_tests::otlp::Span;
-use system_tests::{Broker, Collector, Stack, eventually, order_body};
+use system_tests::{Broker, Collector, Service, Stack, eventually, order_body};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_order_is_one_trace_from_http_through_kafka_to_every_service() {
@@ -131,4 +131,35 @@ async fn one_order_is_one_trace_from_http_through_kafka_to_every_service() {
         .find(|l| l["order_id"] == order_id.as_str())
         .expect("payment log line");
     assert_eq!(line["trace_id"], http.trace_id.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_order_placed_inside_a_callers_trace_continues_that_trace() {
+    let broker = Broker::start(&[(events::topics::ORDERS, 6)]);
+    let collector = Collector::start().await;
+    let order = Service::start(
+        "tracing_caller",
+        "order",
+        &broker,
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", &collector.endpoint)],
+    );
+    order.wait_ready().await;
+    let (trace_id, caller_span) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    let res = system_tests::http()
+        .post(order.url("http", "/orders").await)
+        .header("traceparent", format!("00-{trace_id}-{caller_span}-01"))
+        .json(&order_body(7, 2_500))
+        .send()
+        .await
+        .expect("POST /orders");
+    assert_eq!(res.status().as_u16(), 202);
+    let span = eventually("the POST /orders span", Duration::from_secs(30), || async {
+        collector
+            .spans()
+            .into_iter()
+            .find(|s| s.service == "order" && s.name == "POST /orders")
+    })
+    .await;
+    assert_eq!(span.trace_id, trace_id, "the caller's trace continues");
+    assert_eq!(span.parent_span_id, caller_span, "under the caller's span");
 }

@@ -309,20 +309,9 @@ fn server_span(req: &Request) -> tracing::Span {
         url.path = req.uri().path(),
         http.response.status_code = tracing::field::Empty,
     );
-    let parent =
-        opentelemetry::global::get_text_map_propagator(|p| p.extract(&HttpHeaders(req.headers())));
+    let parent = opentelemetry::global::get_text_map_propagator(|p| {
+        p.extract(&opentelemetry_http::HeaderExtractor(req.headers()))
+    });
     let _ = span.set_parent(parent);
     span
-}
-
-struct HttpHeaders<'a>(&'a axum::http::HeaderMap);
-
-impl opentelemetry::propagation::Extractor for HttpHeaders<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|v| v.to_str().ok())
-    }
-
-    fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(axum::http::HeaderName::as_str).collect()
-    }
 }
