@@ -159,6 +159,11 @@ pub fn init(env: &Env, default_service_name: &str) -> Result<TelemetryGuard, Tel
 /// Span fields are not copied into log lines: every record's span carries a dozen attributes, and
 /// formatting them for every span, logged or not, cost more than the rest of a record's handling.
 /// A line inside a span names the span and carries its `trace_id`, which leads to the attributes.
+///
+/// This is why the formatter below is the project's own rather than tracing-subscriber's JSON
+/// format or the json-subscriber crate: both serialise every span's fields to JSON when the span is
+/// created (json-subscriber 0.3 in `on_new_span`), which perf measured at about a tenth of the
+/// consumers' CPU per record with nothing logged.
 struct NoSpanFields;
 
 impl<'writer> FormatFields<'writer> for NoSpanFields {
