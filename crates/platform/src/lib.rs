@@ -88,6 +88,11 @@ pub struct Runtime {
 }
 
 impl Runtime {
+    /// Where `/healthz`, `/readyz` and `/metrics` are served.
+    pub fn ops_addr(&self) -> SocketAddr {
+        self.ops.local_addr
+    }
+
     /// Starts the ops server, creates the producer, and probes the broker for `topics` behind the
     /// `broker` readiness gate.
     pub async fn start(
@@ -165,47 +170,70 @@ pub struct Api {
     pub router: axum::Router,
 }
 
-/// Runs a consuming service until `shutdown`: builds the publisher and the handler, probes the
-/// broker, serves the API if any, consumes, then drains in the order `shutdown` documents.
-pub async fn run_consumer<H, F>(
-    config: &ServiceConfig,
-    subscription: Subscription<'_>,
-    shutdown: CancellationToken,
-    build: F,
-) -> Result<(), Error>
-where
-    H: kafka::Handler,
-    F: FnOnce(&Runtime) -> (H, Option<Api>),
-{
-    let mut needed: Vec<String> = vec![
-        subscription.topic.to_owned(),
-        kafka::dead_letter_topic(subscription.topic),
-    ];
-    needed.extend(subscription.writes.iter().map(|t| (*t).to_owned()));
-    let rt = Runtime::start(config, needed, shutdown.clone()).await?;
-    let (handler, api) = build(&rt);
-    let consumer = kafka::ConsumeLoop::new(
-        &config.kafka,
-        config
-            .consumer_group
-            .as_deref()
-            .unwrap_or(subscription.group),
-        subscription.topic,
-        handler,
-        rt.publisher(),
-        rt.metrics.clone(),
-        &rt.readiness,
-    )?;
-    let http = match api {
-        Some(api) => Some(rt.serve_api(api.addr, api.router, shutdown.clone()).await?),
-        None => None,
-    };
-    consumer.run(shutdown).await;
-    if let Some(http) = http {
-        http.stop().await;
+/// A consuming service, built: its ops and API ports are bound (and reported by
+/// [`ops_addr`](Self::ops_addr) / [`http_addr`](Self::http_addr)), its producer made, its consumer
+/// subscribed. [`run_until_stopped`](Self::run_until_stopped) consumes until shutdown, then drains
+/// in the order [`shutdown`] documents.
+pub struct ConsumerService<H: kafka::Handler> {
+    rt: Runtime,
+    http: Option<Server>,
+    consumer: kafka::ConsumeLoop<H>,
+}
+
+impl<H: kafka::Handler> ConsumerService<H> {
+    /// `build` makes the handler and the optional API from the runtime (publisher, metrics).
+    pub async fn build<F>(
+        config: &ServiceConfig,
+        subscription: Subscription<'_>,
+        shutdown: &CancellationToken,
+        build: F,
+    ) -> Result<Self, Error>
+    where
+        F: FnOnce(&Runtime) -> (H, Option<Api>),
+    {
+        let mut needed: Vec<String> = vec![
+            subscription.topic.to_owned(),
+            kafka::dead_letter_topic(subscription.topic),
+        ];
+        needed.extend(subscription.writes.iter().map(|t| (*t).to_owned()));
+        let rt = Runtime::start(config, needed, shutdown.clone()).await?;
+        let (handler, api) = build(&rt);
+        let consumer = kafka::ConsumeLoop::new(
+            &config.kafka,
+            config
+                .consumer_group
+                .as_deref()
+                .unwrap_or(subscription.group),
+            subscription.topic,
+            handler,
+            rt.publisher(),
+            rt.metrics.clone(),
+            &rt.readiness,
+        )?;
+        let http = match api {
+            Some(api) => Some(rt.serve_api(api.addr, api.router, shutdown.clone()).await?),
+            None => None,
+        };
+        Ok(Self { rt, http, consumer })
     }
-    rt.stop().await;
-    Ok(())
+
+    /// Where `/healthz`, `/readyz` and `/metrics` are served.
+    pub fn ops_addr(&self) -> SocketAddr {
+        self.rt.ops.local_addr
+    }
+
+    /// Where the service's API is served, if it has one.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(|s| s.local_addr)
+    }
+
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) {
+        self.consumer.run(shutdown).await;
+        if let Some(http) = self.http {
+            http.stop().await;
+        }
+        self.rt.stop().await;
+    }
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use axum::{Json, Router};
 use events::{InventoryStatus, OrderCreated, topics};
 use platform::config::{ConfigError, Env};
 use platform::kafka::{HandleError, Handler, Publisher, RecordMeta, Rejection};
-use platform::{Api, ServiceConfig, Subscription};
+use platform::{Api, ConsumerService, ServiceConfig, Subscription};
 use prometheus::{IntCounterVec, register_int_counter_vec_with_registry};
 use serde_json::json;
 use std::net::SocketAddr;
@@ -104,12 +104,25 @@ async fn stock_levels(State(stock): State<Arc<Mutex<Stock>>>) -> Json<serde_json
 
 /// Runs the service until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), platform::Error> {
+    build(config, &shutdown)
+        .await?
+        .run_until_stopped(shutdown)
+        .await;
+    Ok(())
+}
+
+/// Builds the service: binds its ports (read them back from the value), creates its clients and
+/// subscribes; nothing is consumed until `run_until_stopped`.
+pub async fn build(
+    config: Config,
+    shutdown: &CancellationToken,
+) -> Result<ConsumerService<impl Handler>, platform::Error> {
     let subscription = Subscription {
         group: "inventory",
         topic: topics::ORDERS,
         writes: &[topics::INVENTORY],
     };
-    platform::run_consumer(&config.service, subscription, shutdown, |rt| {
+    ConsumerService::build(&config.service, subscription, shutdown, |rt| {
         let stock = Arc::new(Mutex::new(Stock::new(
             config.initial_stock,
             config.dedup_window,

@@ -13,7 +13,7 @@ use axum::{Json, Router};
 use events::{PaymentProcessed, topics};
 use platform::config::{ConfigError, Env};
 use platform::kafka::{HandleError, Handler, Publisher, RecordMeta, Rejection};
-use platform::{Api, ServiceConfig, Subscription};
+use platform::{Api, ConsumerService, ServiceConfig, Subscription};
 use prometheus::{
     IntCounter, IntCounterVec, register_int_counter_vec_with_registry,
     register_int_counter_with_registry,
@@ -142,12 +142,25 @@ async fn list(
 
 /// Runs the service until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), platform::Error> {
+    build(config, &shutdown)
+        .await?
+        .run_until_stopped(shutdown)
+        .await;
+    Ok(())
+}
+
+/// Builds the service: binds its ports (read them back from the value), creates its clients and
+/// subscribes; nothing is consumed until `run_until_stopped`.
+pub async fn build(
+    config: Config,
+    shutdown: &CancellationToken,
+) -> Result<ConsumerService<impl Handler>, platform::Error> {
     let subscription = Subscription {
         group: "notification",
         topic: topics::PAYMENTS,
         writes: &[topics::NOTIFICATIONS],
     };
-    platform::run_consumer(&config.service, subscription, shutdown, |rt| {
+    ConsumerService::build(&config.service, subscription, shutdown, |rt| {
         let outbox = Arc::new(Mutex::new(Outbox::new(config.dedup_window, config.history)));
         let registry = rt.metrics.registry();
         let sent = register_int_counter_vec_with_registry!(

@@ -114,42 +114,80 @@ fn api(orders: Orders) -> Router {
 
 /// Runs the service until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), platform::Error> {
-    let rt = Runtime::start(
-        &config.service,
-        vec![topics::ORDERS.to_owned()],
-        shutdown.clone(),
-    )
-    .await?;
-    let created = register_int_counter_vec_with_registry!(
-        "orders_created_total",
-        "Orders accepted and published, by source.",
-        &["source"],
-        rt.metrics.registry()
-    )
-    .expect("valid metric");
-    let orders = Orders {
-        publisher: rt.publisher(),
-        created,
-    };
-
-    let http = rt
-        .serve_api(config.http_addr, api(orders.clone()), shutdown.clone())
-        .await?;
-    let generator = (config.generator_rate > 0.0).then(|| {
-        tokio::spawn(generator::run(
-            orders,
-            config.generator_rate,
-            shutdown.clone(),
-        ))
-    });
-
-    shutdown.cancelled().await;
-    if let Some(task) = generator {
-        let _ = task.await;
-    }
-    http.stop().await;
-    rt.stop().await;
+    Application::build(config, &shutdown)
+        .await?
+        .run_until_stopped(shutdown)
+        .await;
     Ok(())
+}
+
+/// The order service, built: its ports bound (read them back from the value) and its producer
+/// made. The API serves from the start; the generator starts with `run_until_stopped`.
+pub struct Application {
+    rt: Runtime,
+    http: platform::http::Server,
+    orders: Orders,
+    generator_rate: f64,
+}
+
+impl Application {
+    pub async fn build(
+        config: Config,
+        shutdown: &CancellationToken,
+    ) -> Result<Self, platform::Error> {
+        let rt = Runtime::start(
+            &config.service,
+            vec![topics::ORDERS.to_owned()],
+            shutdown.clone(),
+        )
+        .await?;
+        let created = register_int_counter_vec_with_registry!(
+            "orders_created_total",
+            "Orders accepted and published, by source.",
+            &["source"],
+            rt.metrics.registry()
+        )
+        .expect("valid metric");
+        let orders = Orders {
+            publisher: rt.publisher(),
+            created,
+        };
+        let http = rt
+            .serve_api(config.http_addr, api(orders.clone()), shutdown.clone())
+            .await?;
+        Ok(Self {
+            rt,
+            http,
+            orders,
+            generator_rate: config.generator_rate,
+        })
+    }
+
+    /// Where `/healthz`, `/readyz` and `/metrics` are served.
+    pub fn ops_addr(&self) -> SocketAddr {
+        self.rt.ops_addr()
+    }
+
+    /// Where `POST /orders` is served.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http.local_addr
+    }
+
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) {
+        let generator = (self.generator_rate > 0.0).then(|| {
+            tokio::spawn(generator::run(
+                self.orders.clone(),
+                self.generator_rate,
+                shutdown.clone(),
+            ))
+        });
+        shutdown.cancelled().await;
+        if let Some(task) = generator {
+            let _ = task.await;
+        }
+        self.http.stop().await;
+        self.rt.stop().await;
+    }
 }
 
 pub use generator::random_order;

@@ -8,7 +8,7 @@ use events::{Amount, OrderCreated, topics};
 use gateway::Gateway;
 use platform::config::{ConfigError, Env};
 use platform::kafka::{HandleError, Handler, Publisher, RecordMeta, Rejection};
-use platform::{ServiceConfig, Subscription};
+use platform::{ConsumerService, ServiceConfig, Subscription};
 use prometheus::{
     HistogramVec, IntCounterVec, register_histogram_vec_with_registry,
     register_int_counter_vec_with_registry,
@@ -106,12 +106,25 @@ impl Handler for Payments {
 
 /// Runs the service until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), platform::Error> {
+    build(config, &shutdown)
+        .await?
+        .run_until_stopped(shutdown)
+        .await;
+    Ok(())
+}
+
+/// Builds the service: binds its ports (read them back from the value), creates its clients and
+/// subscribes; nothing is consumed until `run_until_stopped`.
+pub async fn build(
+    config: Config,
+    shutdown: &CancellationToken,
+) -> Result<ConsumerService<impl Handler>, platform::Error> {
     let subscription = Subscription {
         group: "payment",
         topic: topics::ORDERS,
         writes: &[topics::PAYMENTS],
     };
-    platform::run_consumer(&config.service, subscription, shutdown, |rt| {
+    ConsumerService::build(&config.service, subscription, shutdown, |rt| {
         let registry = rt.metrics.registry();
         let processed = register_int_counter_vec_with_registry!(
             "payments_processed_total",
