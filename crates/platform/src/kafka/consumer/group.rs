@@ -280,7 +280,6 @@ async fn drain(lanes: Vec<LaneHandle>, drain_timeout: Duration) {
 /// records in flight and lag. Per-record detail is at DEBUG.
 pub(super) async fn summarise<H: Handler>(
     shared: Arc<Shared<H>>,
-    metrics: Metrics,
     interval: Duration,
     shutdown: CancellationToken,
 ) {
@@ -307,7 +306,7 @@ pub(super) async fn summarise<H: Handler>(
             rate_per_s = (processed + dead_lettered) as f64 / interval.as_secs_f64(),
             in_flight = s.in_flight.get(),
             paused_partitions = s.paused.get(),
-            assigned_partitions = metrics.assigned_partitions.get(),
+            assigned_partitions = shared.metrics.assigned_partitions.get(),
             lag = shared.consumer.context().lag(),
             "consumer summary"
         );

@@ -168,7 +168,6 @@ impl Series {
 pub struct ConsumeLoop<H> {
     shared: Arc<Shared<H>>,
     callbacks: mpsc::UnboundedReceiver<Callback>,
-    metrics: Metrics,
     drain_timeout: Duration,
     summary_interval: Duration,
 }
@@ -206,12 +205,11 @@ impl<H: Handler> ConsumeLoop<H> {
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
             retry_backoff_max: config.retry_backoff_max,
             series: Series::new(&metrics, topic),
-            metrics: metrics.clone(),
+            metrics,
         };
         Ok(Self {
             shared: Arc::new(shared),
             callbacks,
-            metrics,
             drain_timeout: config.drain_timeout,
             summary_interval: config.summary_interval,
         })
@@ -222,14 +220,12 @@ impl<H: Handler> ConsumeLoop<H> {
         let Self {
             shared,
             callbacks,
-            metrics,
             drain_timeout,
             summary_interval,
         } = self;
         let coordinator = tokio::spawn(group::coordinate(shared.clone(), callbacks, drain_timeout));
         let summary = tokio::spawn(group::summarise(
             shared.clone(),
-            metrics,
             summary_interval,
             shutdown.clone(),
         ));
