@@ -30,6 +30,20 @@ pub const FLOW_TOPICS: &[(&str, i32)] = &[
     (events::topics::NOTIFICATIONS, 6),
 ];
 
+/// The settings every service gets in the tests (besides its bootstrap servers): ports 0, a 6 s
+/// session timeout (the local broker's first assignment takes about half of it), budgets that
+/// agree with it, and the short-wait fetch profile (the local broker may hold a waiting fetch for
+/// its whole wait).
+pub const TEST_SERVICE_ENV: &[(&str, &str)] = &[
+    ("KAFKA_SESSION_TIMEOUT_MS", "6000"),
+    // The drain must end inside the session timeout, and outputs settle inside the drain.
+    ("KAFKA_DRAIN_TIMEOUT_MS", "5000"),
+    ("KAFKA_DELIVERY_TIMEOUT_MS", "5000"),
+    ("KAFKA_FETCH_WAIT_MAX_MS", "10"),
+    ("OPS_ADDR", "127.0.0.1:0"),
+    ("HTTP_ADDR", "127.0.0.1:0"),
+];
+
 /// The workspace root.
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -62,23 +62,16 @@ impl Service {
     }
 
     pub fn start_with(test: &str, name: &str, bootstrap: &str, env: &[(&str, &str)]) -> Self {
-        let mut vars: Vec<(String, String)> = [
-            ("KAFKA_BOOTSTRAP_SERVERS", bootstrap),
-            ("KAFKA_SESSION_TIMEOUT_MS", "6000"),
-            // The drain must end inside the session timeout, and outputs settle inside the drain.
-            ("KAFKA_DRAIN_TIMEOUT_MS", "5000"),
-            ("KAFKA_DELIVERY_TIMEOUT_MS", "5000"),
-            ("KAFKA_STATISTICS_INTERVAL_MS", "1000"),
-            // The short-wait profile: the local broker may hold a waiting fetch for its whole wait.
-            ("KAFKA_FETCH_WAIT_MAX_MS", "10"),
-            ("OPS_ADDR", "127.0.0.1:0"),
-            ("HTTP_ADDR", "127.0.0.1:0"),
-            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
-            ("RUST_LOG", "info"),
-        ]
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
+        let mut vars: Vec<(String, String)> = [("KAFKA_BOOTSTRAP_SERVERS", bootstrap)]
+            .into_iter()
+            .chain(crate::TEST_SERVICE_ENV.iter().copied())
+            .chain([
+                ("KAFKA_STATISTICS_INTERVAL_MS", "1000"),
+                ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+                ("RUST_LOG", "info"),
+            ])
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
         for (key, value) in env {
             vars.retain(|(k, _)| k != key);
             vars.push(((*key).to_owned(), (*value).to_owned()));

@@ -76,14 +76,9 @@ impl Handler for Recording {
 }
 
 fn config(broker: &Broker, extra: &[(&str, &str)]) -> KafkaConfig {
-    let mut pairs = vec![
-        ("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap.as_str()),
-        ("KAFKA_SESSION_TIMEOUT_MS", "6000"),
-        ("KAFKA_DRAIN_TIMEOUT_MS", "5000"),
-        ("KAFKA_DELIVERY_TIMEOUT_MS", "5000"),
-        ("KAFKA_FETCH_WAIT_MAX_MS", "10"),
-        ("KAFKA_RETRY_BACKOFF_MAX_MS", "500"),
-    ];
+    let mut pairs = vec![("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap.as_str())];
+    pairs.extend_from_slice(system_tests::TEST_SERVICE_ENV);
+    pairs.push(("KAFKA_RETRY_BACKOFF_MAX_MS", "500"));
     pairs.extend_from_slice(extra);
     KafkaConfig::from_env(&Env::from_pairs(pairs), "consume-loop-test").expect("valid config")
 }

@@ -9,15 +9,8 @@ use system_tests::{Broker, eventually, order_body};
 use tokio_util::sync::CancellationToken;
 
 fn env(broker: &Broker, extra: &[(&str, &str)]) -> Env {
-    let mut pairs = vec![
-        ("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap.as_str()),
-        ("KAFKA_SESSION_TIMEOUT_MS", "6000"),
-        ("KAFKA_DRAIN_TIMEOUT_MS", "5000"),
-        ("KAFKA_DELIVERY_TIMEOUT_MS", "5000"),
-        ("KAFKA_FETCH_WAIT_MAX_MS", "10"),
-        ("OPS_ADDR", "127.0.0.1:0"),
-        ("HTTP_ADDR", "127.0.0.1:0"),
-    ];
+    let mut pairs = vec![("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap.as_str())];
+    pairs.extend_from_slice(system_tests::TEST_SERVICE_ENV);
     pairs.extend_from_slice(extra);
     Env::from_pairs(pairs)
 }

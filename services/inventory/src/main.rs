@@ -7,6 +7,9 @@ async fn main() -> anyhow::Result<()> {
     let config = config::or_exit(inventory::Config::from_env(&env));
     let _telemetry = telemetry::init(&env, inventory::SERVICE)?;
     let stop = shutdown::on_signal(config.service.shutdown_timeout);
-    inventory::run(config, stop).await?;
+    inventory::build(config, &stop)
+        .await?
+        .run_until_stopped(stop)
+        .await;
     Ok(())
 }

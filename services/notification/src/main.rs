@@ -7,6 +7,9 @@ async fn main() -> anyhow::Result<()> {
     let config = config::or_exit(notification::Config::from_env(&env));
     let _telemetry = telemetry::init(&env, notification::SERVICE)?;
     let stop = shutdown::on_signal(config.service.shutdown_timeout);
-    notification::run(config, stop).await?;
+    notification::build(config, &stop)
+        .await?
+        .run_until_stopped(stop)
+        .await;
     Ok(())
 }

@@ -112,15 +112,6 @@ fn api(orders: Orders) -> Router {
     )
 }
 
-/// Runs the service until `shutdown` is cancelled.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), platform::Error> {
-    Application::build(config, &shutdown)
-        .await?
-        .run_until_stopped(shutdown)
-        .await;
-    Ok(())
-}
-
 /// The order service, built: its ports bound (read them back from the value) and its producer
 /// made. The API serves from the start; the generator starts with `run_until_stopped`.
 pub struct Application {

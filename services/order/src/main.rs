@@ -7,6 +7,9 @@ async fn main() -> anyhow::Result<()> {
     let config = config::or_exit(order::Config::from_env(&env));
     let _telemetry = telemetry::init(&env, order::SERVICE)?;
     let stop = shutdown::on_signal(config.service.shutdown_timeout);
-    order::run(config, stop).await?;
+    order::Application::build(config, &stop)
+        .await?
+        .run_until_stopped(stop)
+        .await;
     Ok(())
 }

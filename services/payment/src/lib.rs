@@ -104,15 +104,6 @@ impl Handler for Payments {
     }
 }
 
-/// Runs the service until `shutdown` is cancelled.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), platform::Error> {
-    build(config, &shutdown)
-        .await?
-        .run_until_stopped(shutdown)
-        .await;
-    Ok(())
-}
-
 /// Builds the service: binds its ports (read them back from the value), creates its clients and
 /// subscribes; nothing is consumed until `run_until_stopped`.
 pub async fn build(

@@ -7,6 +7,9 @@ async fn main() -> anyhow::Result<()> {
     let config = config::or_exit(payment::Config::from_env(&env));
     let _telemetry = telemetry::init(&env, payment::SERVICE)?;
     let stop = shutdown::on_signal(config.service.shutdown_timeout);
-    payment::run(config, stop).await?;
+    payment::build(config, &stop)
+        .await?
+        .run_until_stopped(stop)
+        .await;
     Ok(())
 }
