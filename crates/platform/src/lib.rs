@@ -219,7 +219,7 @@ impl<H: kafka::Handler> ConsumerService<H> {
 
     /// Where `/healthz`, `/readyz` and `/metrics` are served.
     pub fn ops_addr(&self) -> SocketAddr {
-        self.rt.ops.local_addr
+        self.rt.ops_addr()
     }
 
     /// Where the service's API is served, if it has one.

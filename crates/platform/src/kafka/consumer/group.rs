@@ -66,10 +66,15 @@ impl GroupContext {
         }
     }
 
+    /// `topic[partition]`, as logs and `/readyz` name a partition.
+    fn name(topic: &str, partition: i32) -> String {
+        format!("{topic}[{partition}]")
+    }
+
     fn describe(tpl: &TopicPartitionList) -> String {
         tpl.elements()
             .iter()
-            .map(|e| format!("{}[{}]", e.topic(), e.partition()))
+            .map(|e| Self::name(e.topic(), e.partition()))
             .collect::<Vec<_>>()
             .join(", ")
     }
@@ -184,7 +189,7 @@ impl ConsumerContext for GroupContext {
         self.metrics
             .assigned_partitions
             .set(i64::try_from(count).unwrap_or(i64::MAX));
-        let names: Vec<String> = assigned.iter().map(|(t, p)| format!("{t}[{p}]")).collect();
+        let names: Vec<String> = assigned.iter().map(|(t, p)| Self::name(t, *p)).collect();
         let mut detail = serde_json::json!({"partitions": names, "count": count});
         if count == 0 {
             detail["note"] = "standby: the group has at least as many members as partitions".into();
@@ -295,7 +300,8 @@ pub(super) async fn summarise<H: Handler>(
         let now = (s.processed.get(), s.dead_lettered.get(), s.retries.get());
         let (processed, dead_lettered, retries) = (now.0 - last.0, now.1 - last.1, now.2 - last.2);
         last = now;
-        if processed + dead_lettered + retries == 0 && s.in_flight.get() == 0 {
+        let m = &shared.metrics;
+        if processed + dead_lettered + retries == 0 && m.in_flight.get() == 0 {
             continue;
         }
         tracing::info!(
@@ -304,9 +310,9 @@ pub(super) async fn summarise<H: Handler>(
             dead_lettered,
             retries,
             rate_per_s = (processed + dead_lettered) as f64 / interval.as_secs_f64(),
-            in_flight = s.in_flight.get(),
-            paused_partitions = s.paused.get(),
-            assigned_partitions = shared.metrics.assigned_partitions.get(),
+            in_flight = m.in_flight.get(),
+            paused_partitions = m.paused_partitions.get(),
+            assigned_partitions = m.assigned_partitions.get(),
             lag = shared.consumer.context().lag(),
             "consumer summary"
         );

@@ -221,7 +221,7 @@ impl<H: Handler> Lane<H> {
             span,
             backoff: None,
             taken: Instant::now(),
-            _slot: Slot::new(permit, &shared.series.in_flight),
+            _slot: Slot::new(permit, &shared.metrics.in_flight),
         });
         match self.waiting.entry(key) {
             Entry::Occupied(mut queued) => queued.get_mut().push_back(rec),
@@ -327,10 +327,10 @@ impl<H: Handler> Lane<H> {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(&self.shared.topic, self.partition);
         let result = if paused {
-            self.shared.series.paused.inc();
+            self.shared.metrics.paused_partitions.inc();
             self.shared.consumer.pause(&tpl)
         } else {
-            self.shared.series.paused.dec();
+            self.shared.metrics.paused_partitions.dec();
             self.shared.consumer.resume(&tpl)
         };
         if let Err(err) = result {

@@ -61,7 +61,7 @@ use super::{KafkaConfig, Publisher};
 use crate::http::Readiness;
 use crate::metrics::Metrics;
 use group::Callback;
-use prometheus::{Histogram, IntCounter, IntGauge};
+use prometheus::{Histogram, IntCounter};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use std::future::Future;
@@ -145,8 +145,6 @@ struct Series {
     dead_lettered: IntCounter,
     retries: IntCounter,
     processing: Histogram,
-    in_flight: IntGauge,
-    paused: IntGauge,
 }
 
 impl Series {
@@ -158,8 +156,6 @@ impl Series {
                 .with_label_values(&[topic, "dead_lettered"]),
             retries: metrics.retries.with_label_values(&[topic]),
             processing: metrics.processing.with_label_values(&[topic]),
-            in_flight: metrics.in_flight.clone(),
-            paused: metrics.paused_partitions.clone(),
         }
     }
 }
