@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole system on this machine: a local Kafka-protocol broker (tansu, in memory), the
-# topics, and every service with the order generator on. Ctrl-C stops everything cleanly.
+# topics (every topic of crates/events/src/topics.rs, created by the console tool), and every
+# service with the order generator on. Ctrl-C stops everything cleanly.
 #
 # Knobs (environment): KAFKA_PORT (9092), ORDER_GENERATOR_RATE (2 orders/s), PROFILE (dev|release),
 # OTEL_EXPORTER_OTLP_ENDPOINT (unset: no trace export), RUST_LOG (info).
@@ -14,8 +15,8 @@ RUN_DIR="$ROOT/.run"
 LOGS="$RUN_DIR/logs"
 BOOTSTRAP="127.0.0.1:$KAFKA_PORT"
 # name http-port ops-port
-SERVICES=("order 8080 9180" "payment - 9181" "notification 8082 9182" "inventory 8083 9183")
-TOPICS=("orders 6" "orders.dlq 1" "payments 6" "payments.dlq 1" "inventory 3" "notifications 6")
+SERVICES=("order 8080 9180" "payment - 9181" "notification 8082 9182" "inventory 8083 9183"
+  "stream-processor 8084 9184")
 
 step() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'run-local: %s\n' "$*" >&2; exit 1; }
@@ -68,12 +69,8 @@ for _ in $(seq 100); do port_busy "$KAFKA_PORT" && break; sleep 0.1; done
 port_busy "$KAFKA_PORT" || die "the broker did not start; see $LOGS/broker.log"
 
 step "creating topics"
-for t in "${TOPICS[@]}"; do
-  read -r name partitions <<<"$t"
-  env -u OTEL_EXPORTER_OTLP_ENDPOINT "$TANSU" topic create "$name" --partitions "$partitions" \
-    --broker "tcp://$BOOTSTRAP" >/dev/null
-  printf '    %-14s %s partitions\n' "$name" "$partitions" >&2
-done
+env -u OTEL_EXPORTER_OTLP_ENDPOINT "$BIN/kafka-console" -b "$BOOTSTRAP" topics create --all \
+  | sed 's/^/    /' >&2
 
 step "starting services"
 for s in "${SERVICES[@]}"; do
@@ -99,6 +96,8 @@ for s in "${SERVICES[@]}"; do
     || die "$name is not ready: $(curl -sS "http://127.0.0.1:$ops/readyz" 2>&1); see $LOGS/$name.log"
 done
 
+CONSOLE="${BIN#"$ROOT"/}/kafka-console"
+[ "$KAFKA_PORT" = 9092 ] || CONSOLE="$CONSOLE -b $BOOTSTRAP"
 cat >&2 <<MSG
 
   Everything is up. Kafka at $BOOTSTRAP, orders generated at ${ORDER_GENERATOR_RATE:-2}/s.
@@ -107,8 +106,14 @@ cat >&2 <<MSG
                         -d '{"user_id":18,"amount":120.5,"items":[{"sku":"SKU-KEYBOARD","quantity":1}]}'
   Notifications:      curl -s 'localhost:8082/notifications?limit=5'
   Stock:              curl -s localhost:8083/stock
+  The seeds' numbers demo, in two more terminals:
+                      $CONSOLE produce -t input-topic
+                      $CONSOLE consume -t output-topic --follow --from end --pretty
+  A key's aggregate:  curl -s localhost:8084/state/<key>
+  Payments per user and minute:
+                      $CONSOLE consume -t payment-windows --follow
   Ops (per service):  order :9180  payment :9181  notification :9182  inventory :9183
-                      /healthz  /readyz  /metrics
+                      stream-processor :9184    /healthz  /readyz  /metrics
   Logs:               tail -f ${LOGS#"$ROOT"/}/*.log
 
   Ctrl-C stops everything.

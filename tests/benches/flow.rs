@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use system_tests::procfs::{cpu_seconds, rss_kib};
 use system_tests::service::partitions_shared_by;
 use system_tests::topics::{Writer, read_all};
-use system_tests::{Broker, FLOW_TOPICS, Service, eventually};
+use system_tests::{Broker, Service, eventually};
 
 const ORDERS: usize = 20_000;
 const STEADY_RATE: f64 = 1_000.0;
@@ -472,7 +472,7 @@ async fn main() {
     });
     eprintln!("project: {ORDERS} orders written straight to `orders` …");
     let (straight_project, straight_project_cpu_ms_per_1000) =
-        straight_project(&Broker::start(FLOW_TOPICS)).await;
+        straight_project(&Broker::start_system()).await;
     let steady_peer = peer.as_ref().map(|script| {
         eprintln!("peer: {STEADY_ORDERS} orders at {STEADY_RATE}/s …");
         run_peer(
@@ -484,9 +484,9 @@ async fn main() {
     });
     eprintln!("project: {STEADY_ORDERS} orders at {STEADY_RATE}/s through the API …");
     let (steady_project, steady_project_created_to_notified) =
-        steady_project(&Broker::start(FLOW_TOPICS)).await;
+        steady_project(&Broker::start_system()).await;
     eprintln!("project: {ORDERS} orders through the API as fast as possible …");
-    let (api_project, resources) = api_project(&Broker::start(FLOW_TOPICS)).await;
+    let (api_project, resources) = api_project(&Broker::start_system()).await;
 
     let mut payment_scaling = Vec::new();
     for replicas in [1, 2, 3, 6] {

@@ -1,5 +1,6 @@
 //! A tansu broker process on a free loopback port, in memory, killed when dropped.
 
+use events::topics::Cleanup;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -38,6 +39,13 @@ impl Broker {
         broker
     }
 
+    /// Starts a broker with every topic of the system ([`crate::system_topics`]).
+    pub fn start_system() -> Self {
+        let broker = Self::start_empty();
+        broker.create_system_topics();
+        broker
+    }
+
     pub fn start_empty() -> Self {
         Self::start_on(free_port())
     }
@@ -72,25 +80,43 @@ impl Broker {
         Self { bootstrap, child }
     }
 
+    /// Creates `topics` (name, partitions), each with its dead-letter topic.
     pub fn create_topics(&self, topics: &[(&str, i32)]) {
         for (name, partitions) in topics {
-            for (topic, n) in [
-                ((*name).to_owned(), *partitions),
-                (format!("{name}.dlq"), 1),
-            ] {
-                let out = Command::new(tansu())
-                    .args(["topic", "create", &topic, "--partitions", &n.to_string()])
-                    .args(["--broker", &format!("tcp://{}", self.bootstrap)])
-                    .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-                    .output()
-                    .expect("run tansu topic create");
-                assert!(
-                    out.status.success(),
-                    "creating topic {topic} failed: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
+            self.create_topic(name, *partitions, Cleanup::Delete);
+            self.create_topic(
+                &platform::kafka::dead_letter_topic(name),
+                1,
+                Cleanup::Delete,
+            );
         }
+    }
+
+    pub fn create_system_topics(&self) {
+        for (name, partitions, cleanup) in crate::system_topics() {
+            self.create_topic(&name, partitions, cleanup);
+        }
+    }
+
+    pub fn create_topic(&self, topic: &str, partitions: i32, cleanup: Cleanup) {
+        let out = Command::new(tansu())
+            .args([
+                "topic",
+                "create",
+                topic,
+                "--partitions",
+                &partitions.to_string(),
+            ])
+            .args(["--config", &format!("cleanup.policy={}", cleanup.policy())])
+            .args(["--broker", &format!("tcp://{}", self.bootstrap)])
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .output()
+            .expect("run tansu topic create");
+        assert!(
+            out.status.success(),
+            "creating topic {topic} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 

@@ -21,14 +21,11 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// The topics of the order flow with their partition counts, as the chart and `make run` create
-/// them (each also gets its `.dlq`).
-pub const FLOW_TOPICS: &[(&str, i32)] = &[
-    (events::topics::ORDERS, 6),
-    (events::topics::PAYMENTS, 6),
-    (events::topics::INVENTORY, 3),
-    (events::topics::NOTIFICATIONS, 6),
-];
+/// Every topic of the system, dead-letter topics included, as `events::topics` defines them and
+/// the chart and `make run` create them.
+pub fn system_topics() -> Vec<(String, i32, events::topics::Cleanup)> {
+    events::topics::with_dead_letters(platform::kafka::dead_letter_topic)
+}
 
 /// The settings every service gets in the tests (besides its bootstrap servers): ports 0, a 6 s
 /// session timeout (the local broker's first assignment takes about half of it), budgets that

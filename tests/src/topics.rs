@@ -164,6 +164,19 @@ impl Writer {
         id
     }
 
+    /// Writes a record with its timestamp set (ms since the epoch).
+    pub async fn write_at(&self, topic: &str, key: &str, payload: &[u8], timestamp: i64) {
+        let record: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic)
+            .key(key)
+            .payload(payload)
+            .timestamp(timestamp);
+        self.0
+            .send(record, Duration::from_secs(10))
+            .await
+            .map_err(|(e, _)| e)
+            .expect("raw record acknowledged");
+    }
+
     /// Writes a record whose payload may be absent (a tombstone).
     pub async fn write_opt(&self, topic: &str, key: &str, payload: Option<&[u8]>) {
         let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic).key(key);

@@ -41,7 +41,7 @@ struct Recording(Arc<Recorder>);
 impl Handler for Recording {
     type Input = u64;
 
-    fn decode(&self, payload: Option<&[u8]>) -> Result<u64, Rejection> {
+    fn decode(&self, _meta: &RecordMeta, payload: Option<&[u8]>) -> Result<u64, Rejection> {
         std::str::from_utf8(payload.unwrap_or_default())
             .ok()
             .and_then(|s| s.parse().ok())
@@ -96,7 +96,7 @@ fn start(
     let consumer = ConsumeLoop::new(
         config,
         &group,
-        TOPIC,
+        &[TOPIC],
         Recording(recorder.clone()),
         publisher,
         metrics.clone(),

@@ -40,7 +40,7 @@ fn service_binaries() -> BTreeSet<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_charts_environment_starts_the_real_binaries() {
     let objects = render(&[]);
-    let broker = Broker::start(system_tests::FLOW_TOPICS);
+    let broker = Broker::start_system();
     let collector = Collector::start().await;
     let grace =
         deployments(&objects)[0]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
@@ -142,9 +142,19 @@ fn every_service_binary_has_an_image_and_a_chart_entry() {
         "the chart has a loadgen entry"
     );
     entries.insert("loadgen".into());
+    // The console tool runs as a one-off pod (`kubectl run`, printed by NOTES.txt), from its image.
+    let mut deployed = binaries.clone();
+    assert!(deployed.remove("kafka-console"), "{binaries:?}");
     assert_eq!(
-        entries, binaries,
-        "the chart has an entry for exactly the binaries"
+        entries, deployed,
+        "the chart has an entry for exactly the service binaries"
+    );
+    let notes =
+        std::fs::read_to_string(root().join(CHART).join("templates/NOTES.txt")).expect("NOTES.txt");
+    assert!(
+        notes.contains("/kafka-console:")
+            && notes.contains("kubectl -n {{ $ns }} run kafka-console"),
+        "NOTES.txt says how to run the console tool"
     );
 
     let objects = render(&[&format!("{CHART}/ci/observability-values.yaml")]);
@@ -165,7 +175,7 @@ fn every_service_binary_has_an_image_and_a_chart_entry() {
             name.to_owned()
         })
         .collect();
-    assert_eq!(rendered, binaries);
+    assert_eq!(rendered, deployed);
 }
 
 #[test]
@@ -303,45 +313,48 @@ fn the_tools_are_pinned_and_installed() {
 }
 
 #[test]
-fn the_chart_make_run_and_the_tests_create_the_same_topics() {
+fn the_chart_creates_the_topics_of_the_topology_table() {
     let values: Value = serde_yaml_ng::from_str(
         &std::fs::read_to_string(root().join(CHART).join("values.yaml")).expect("values"),
     )
     .expect("yaml");
-    let chart: BTreeSet<(String, i64)> = values["kafka"]["topics"]["partitions"]
+    let topics = &values["kafka"]["topics"];
+    let chart: BTreeSet<(String, i64)> = topics["partitions"]
         .as_object()
         .expect("partitions")
         .iter()
         .map(|(t, n)| (t.clone(), n.as_i64().expect("a count")))
         .collect();
-
-    let script =
-        std::fs::read_to_string(root().join("scripts/run-local.sh")).expect("run-local.sh");
-    let line = script
-        .lines()
-        .find_map(|l| l.strip_prefix("TOPICS=("))
-        .expect("TOPICS in run-local.sh");
-    let local: BTreeSet<(String, i64)> = line
-        .split('"')
-        .filter_map(|entry| {
-            let (t, n) = entry.split_once(' ')?;
-            Some((t.to_owned(), n.parse().ok()?))
-        })
-        .collect();
-    assert_eq!(local, chart, "make run creates the chart's topics");
-
-    // The test broker creates every topic's dead-letter topic too; the chart only those consumed.
-    let tests: BTreeSet<(String, i64)> = system_tests::FLOW_TOPICS
+    let compacted: BTreeSet<String> = topics["compacted"]
+        .as_array()
+        .expect("compacted")
         .iter()
-        .map(|(t, n)| ((*t).to_owned(), i64::from(*n)))
+        .map(|t| t.as_str().expect("a name").to_owned())
         .collect();
-    let chart_main: BTreeSet<(String, i64)> = chart
+    let table = system_tests::system_topics();
+    let expected: BTreeSet<(String, i64)> = table
         .iter()
-        .filter(|(t, _)| !t.ends_with(".dlq"))
-        .cloned()
+        .map(|(t, n, _)| (t.clone(), i64::from(*n)))
         .collect();
     assert_eq!(
-        tests, chart_main,
-        "the tests run on the chart's topics and partition counts"
+        chart, expected,
+        "the chart's topics are events::topics::ALL's"
+    );
+    let expected: BTreeSet<String> = table
+        .iter()
+        .filter(|(_, _, c)| *c == events::topics::Cleanup::Compact)
+        .map(|(t, ..)| t.clone())
+        .collect();
+    assert_eq!(
+        compacted, expected,
+        "the chart compacts exactly the changelogs"
+    );
+
+    // `make run` creates them from the same table, through the console tool.
+    let script =
+        std::fs::read_to_string(root().join("scripts/run-local.sh")).expect("run-local.sh");
+    assert!(
+        script.contains("topics create --all"),
+        "make run creates the table's topics"
     );
 }

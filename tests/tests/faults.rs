@@ -8,7 +8,7 @@ use std::time::Duration;
 use system_tests::audit::{audit, audit_ignoring};
 use system_tests::service::partitions_shared_by;
 use system_tests::topics::{Writer, read_all};
-use system_tests::{Broker, FLOW_TOPICS, Feeder, Service, Stack, eventually, order_body};
+use system_tests::{Broker, Feeder, Service, Stack, eventually, order_body};
 
 const PAYMENT_ENV: &[(&str, &str)] = &[
     ("PAYMENT_GATEWAY_LATENCY_MS", "2"),
@@ -29,7 +29,7 @@ async fn wait_notified(notification: &Service, count: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn payment_scales_1_to_3_to_2_during_5000_orders_with_one_outcome_each() {
     const ORDERS: usize = 5_000;
-    let broker = Broker::start(FLOW_TOPICS);
+    let broker = Broker::start_system();
     let stack = Stack::start("faults_scale", &broker, PAYMENT_ENV).await;
     let feeder = Feeder::start(&stack.order, ORDERS, 8, 200.0).await;
 
@@ -75,7 +75,7 @@ async fn payment_scales_1_to_3_to_2_during_5000_orders_with_one_outcome_each() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_one_payment_and_sigterm_another_mid_stream_loses_nothing() {
     const ORDERS: usize = 3_000;
-    let broker = Broker::start(FLOW_TOPICS);
+    let broker = Broker::start_system();
     let stack = Stack::start("faults_kill", &broker, PAYMENT_ENV).await;
     let mut killed = Service::start("faults_kill", "payment", &broker, PAYMENT_ENV);
     let mut stopped = Service::start("faults_kill", "payment", &broker, PAYMENT_ENV);
@@ -152,7 +152,7 @@ async fn services_started_before_the_broker_become_ready_when_it_appears() {
     }
 
     let broker = Broker::start_on(port);
-    broker.create_topics(FLOW_TOPICS);
+    broker.create_system_topics();
     for s in &services {
         s.wait_ready().await;
     }
@@ -176,7 +176,7 @@ async fn services_started_before_the_broker_become_ready_when_it_appears() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn poison_records_of_every_kind_are_dead_lettered_between_valid_orders() {
-    let broker = Broker::start(FLOW_TOPICS);
+    let broker = Broker::start_system();
     let stack = Stack::start("faults_poison", &broker, PAYMENT_ENV).await;
     let writer = Writer::new(&broker.bootstrap);
 
@@ -364,7 +364,7 @@ async fn poison_records_of_every_kind_are_dead_lettered_between_valid_orders() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_with_many_records_in_flight_never_commits_past_an_unfinished_record() {
     const ORDERS: usize = 20_000;
-    let broker = Broker::start(FLOW_TOPICS);
+    let broker = Broker::start_system();
     // Gateway times from 5 to 505 ms: records finish far out of order, so an offset stored for
     // a finished record while an earlier one still runs would be caught by the check below.
     let env = [

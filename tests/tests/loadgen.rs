@@ -2,7 +2,7 @@
 //! notifications topic, and fails when orders are lost.
 
 use std::process::Command;
-use system_tests::{Broker, FLOW_TOPICS, Stack};
+use system_tests::{Broker, Stack};
 
 fn loadgen(
     stack_order_url: &str,
@@ -41,7 +41,7 @@ fn loadgen(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn loadgen_sees_every_order_completed_and_reports_latency() {
-    let broker = Broker::start(FLOW_TOPICS);
+    let broker = Broker::start_system();
     let stack = Stack::start("loadgen", &broker, &[("PAYMENT_GATEWAY_LATENCY_MS", "1")]).await;
     let base = stack.order.url("http", "").await;
     let (ok, report, table) = tokio::task::spawn_blocking(move || {
@@ -83,7 +83,7 @@ async fn loadgen_sees_every_order_completed_and_reports_latency() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn loadgen_reports_orders_that_never_complete_as_lost_and_fails() {
-    let broker = Broker::start(FLOW_TOPICS);
+    let broker = Broker::start_system();
     let mut stack = Stack::start("loadgen_lost", &broker, &[]).await;
     stack.payment.signal("TERM");
     stack

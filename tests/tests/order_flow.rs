@@ -11,7 +11,7 @@ use system_tests::{Broker, Stack, eventually, order_body};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_order_reaches_a_notification_with_the_gateways_decision() {
-    let broker = Broker::start(system_tests::FLOW_TOPICS);
+    let broker = Broker::start_system();
     // A low limit makes some orders fail by amount, and the failure rate others by draw.
     let env = [
         ("PAYMENT_FAILURE_RATE", "0.25"),
@@ -115,9 +115,17 @@ async fn every_order_reaches_a_notification_with_the_gateways_decision() {
         .await
         .expect("json");
     assert_eq!(stock["orders_seen"], 200);
-    // 200 orders × (1 keyboard + 2 mice) from 1000 units each.
-    assert_eq!(stock["stock"]["SKU-KEYBOARD"], 800);
-    assert_eq!(stock["stock"]["SKU-MOUSE"], 600);
+    // 200 orders × (1 keyboard + 2 mice), from the six shards (partitions) of 1000 units each.
+    assert_eq!(stock["reserved"]["SKU-KEYBOARD"], 200);
+    assert_eq!(stock["reserved"]["SKU-MOUSE"], 400);
+    let shards = stock["partitions"].as_object().expect("partitions");
+    assert_eq!(shards.len(), 6, "one member holds every shard: {stock}");
+    let left: u64 = shards
+        .values()
+        .filter_map(|levels| levels["SKU-KEYBOARD"].as_u64())
+        .map(|units| 1000 - units)
+        .sum();
+    assert_eq!(left, 200, "the levels agree with the reservations");
 
     // At INFO, a consumer logs no line per record but a periodic summary that adds up.
     let summaries = eventually(
@@ -144,7 +152,7 @@ async fn every_order_reaches_a_notification_with_the_gateways_decision() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn invalid_requests_get_a_json_reason_and_publish_nothing() {
-    let broker = Broker::start(system_tests::FLOW_TOPICS);
+    let broker = Broker::start_system();
     let order = system_tests::Service::start("invalid_requests", "order", &broker, &[]);
     order.wait_ready().await;
     let url = order.url("http", "/orders").await;

@@ -12,7 +12,7 @@ const ORDERS: usize = 300;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn payment_sigterm_mid_stream_loses_no_order() {
-    let broker = Broker::start(system_tests::FLOW_TOPICS);
+    let broker = Broker::start_system();
     let env = [("PAYMENT_GATEWAY_LATENCY_MS", "10")];
     let mut stack = Stack::start("shutdown", &broker, &env).await;
 

@@ -6,7 +6,7 @@ use system_tests::{Broker, Collector, Service, Stack, eventually, order_body};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_order_is_one_trace_from_http_through_kafka_to_every_service() {
-    let broker = Broker::start(system_tests::FLOW_TOPICS);
+    let broker = Broker::start_system();
     let collector = Collector::start().await;
     let stack = Stack::start(
         "tracing",

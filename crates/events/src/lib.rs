@@ -11,22 +11,18 @@ mod inventory;
 mod notification;
 mod order;
 mod payment;
+pub mod processor;
 
 pub use amount::Amount;
 pub use inventory::{InventoryEvent, InventoryStatus, Shortage};
 pub use notification::NotificationSent;
 pub use order::{LineItem, NewOrder, OrderCreated, ValidationError, limits};
 pub use payment::{PaymentProcessed, PaymentStatus};
+pub use processor::{Aggregate, NumberProcessed, PaymentWindowClosed};
 
 use serde::de::DeserializeOwned;
 
-/// Topic names, in one place so the services, the tests and the chart agree.
-pub mod topics {
-    pub const ORDERS: &str = "orders";
-    pub const PAYMENTS: &str = "payments";
-    pub const INVENTORY: &str = "inventory";
-    pub const NOTIFICATIONS: &str = "notifications";
-}
+pub mod topics;
 
 /// An event type that knows its `event_type` tag and can check its own invariants.
 pub trait Event: DeserializeOwned {

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 /// the consumer's rebalance callback). Starts not ready with the reason given.
 #[derive(Clone, Debug)]
 pub struct Gate {
-    name: &'static str,
+    name: String,
     blocked_by: Arc<RwLock<Option<String>>>,
 }
 
@@ -75,8 +75,13 @@ impl Readiness {
     }
 
     pub fn gate(&self, name: &'static str, initial_reason: impl Into<String>) -> Gate {
+        self.gate_named(name, initial_reason)
+    }
+
+    /// A gate whose name is made at run time (`state:<store>`).
+    pub fn gate_named(&self, name: impl Into<String>, initial_reason: impl Into<String>) -> Gate {
         let gate = Gate {
-            name,
+            name: name.into(),
             blocked_by: Arc::new(RwLock::new(Some(initial_reason.into()))),
         };
         self.gates.lock().expect("gates lock").push(gate.clone());
@@ -94,11 +99,11 @@ impl Readiness {
         for gate in self.gates.lock().expect("gates lock").iter() {
             match gate.status() {
                 None => {
-                    checks.insert(gate.name.into(), json!("ok"));
+                    checks.insert(gate.name.clone(), json!("ok"));
                 }
                 Some(reason) => {
                     reasons.push(format!("{}: {reason}", gate.name));
-                    checks.insert(gate.name.into(), json!(reason));
+                    checks.insert(gate.name.clone(), json!(reason));
                 }
             }
         }

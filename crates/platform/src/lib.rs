@@ -3,10 +3,10 @@
 
 pub mod config;
 pub mod http;
-pub mod idempotency;
 pub mod kafka;
 pub mod metrics;
 pub mod shutdown;
+pub mod state;
 pub mod telemetry;
 
 use config::{ConfigError, Env};
@@ -82,6 +82,7 @@ pub enum Error {
 pub struct Runtime {
     pub metrics: Metrics,
     pub readiness: Readiness,
+    kafka: KafkaConfig,
     publisher: kafka::Publisher,
     probe: tokio::task::JoinHandle<()>,
     ops: Server,
@@ -119,6 +120,7 @@ impl Runtime {
         Ok(Self {
             metrics,
             readiness,
+            kafka: config.kafka.clone(),
             publisher,
             probe,
             ops,
@@ -127,6 +129,21 @@ impl Runtime {
 
     pub fn publisher(&self) -> kafka::Publisher {
         self.publisher.clone()
+    }
+
+    /// A state store named `name` over the compacted topic `changelog` ([`state`]).
+    pub fn store<V>(&self, name: &str, changelog: &str) -> state::Store<V>
+    where
+        V: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+    {
+        state::Store::new(
+            name,
+            changelog,
+            &self.kafka,
+            self.publisher(),
+            &self.metrics,
+            &self.readiness,
+        )
     }
 
     /// Serves a service's API on `addr` (`HTTP_ADDR`) until `shutdown`.
@@ -159,8 +176,10 @@ impl Runtime {
 pub struct Subscription<'a> {
     /// The default consumer group; `KAFKA_CONSUMER_GROUP` replaces it.
     pub group: &'a str,
-    pub topic: &'a str,
-    /// Topics the handler publishes to; readiness waits until they (and the dead-letter topic) exist.
+    /// The topics the group reads (usually one).
+    pub topics: &'a [&'a str],
+    /// Topics the handler publishes to (outputs, changelogs); readiness waits until they, and the
+    /// dead-letter topic of each topic read, exist.
     pub writes: &'a [&'a str],
 }
 
@@ -191,10 +210,11 @@ impl<H: kafka::Handler> ConsumerService<H> {
     where
         F: FnOnce(&Runtime) -> (H, Option<Api>),
     {
-        let mut needed: Vec<String> = vec![
-            subscription.topic.to_owned(),
-            kafka::dead_letter_topic(subscription.topic),
-        ];
+        let mut needed: Vec<String> = subscription
+            .topics
+            .iter()
+            .flat_map(|t| [(*t).to_owned(), kafka::dead_letter_topic(t)])
+            .collect();
         needed.extend(subscription.writes.iter().map(|t| (*t).to_owned()));
         let rt = Runtime::start(config, needed, shutdown.clone()).await?;
         let (handler, api) = build(&rt);
@@ -204,7 +224,7 @@ impl<H: kafka::Handler> ConsumerService<H> {
                 .consumer_group
                 .as_deref()
                 .unwrap_or(subscription.group),
-            subscription.topic,
+            subscription.topics,
             handler,
             rt.publisher(),
             rt.metrics.clone(),

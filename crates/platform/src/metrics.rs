@@ -38,6 +38,14 @@ pub struct Metrics {
     pub in_flight: IntGauge,
     /// Partitions paused while one of their records retries.
     pub paused_partitions: IntGauge,
+    /// State store entries held in memory, by store ([`crate::state`]).
+    pub state_entries: IntGaugeVec,
+    /// Changelog records written, by store.
+    pub state_writes: IntCounterVec,
+    /// Changelog records read while restoring, by store.
+    pub state_restored: IntCounterVec,
+    /// Time to restore one partition of a store.
+    pub state_restore: HistogramVec,
 }
 
 impl Metrics {
@@ -112,6 +120,37 @@ impl Metrics {
             paused_partitions: register_int_gauge_with_registry!(
                 "kafka_consumer_paused_partitions",
                 "Partitions paused while one of their records retries.",
+                r
+            )
+            .expect("valid metric"),
+            state_entries: register_int_gauge_vec_with_registry!(
+                "state_store_entries",
+                "State store entries held in memory, by store.",
+                &["store"],
+                r
+            )
+            .expect("valid metric"),
+            state_writes: register_int_counter_vec_with_registry!(
+                "state_store_writes_total",
+                "Changelog records written, by store.",
+                &["store"],
+                r
+            )
+            .expect("valid metric"),
+            state_restored: register_int_counter_vec_with_registry!(
+                "state_store_restored_records_total",
+                "Changelog records read while restoring, by store.",
+                &["store"],
+                r
+            )
+            .expect("valid metric"),
+            state_restore: register_histogram_vec_with_registry!(
+                histogram_opts!(
+                    "state_store_restore_duration_seconds",
+                    "Time to restore one partition of a store from its changelog.",
+                    vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]
+                ),
+                &["store"],
                 r
             )
             .expect("valid metric"),

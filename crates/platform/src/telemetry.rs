@@ -100,8 +100,38 @@ impl TraceExport {
     }
 }
 
-/// Installs the global subscriber (JSON logs filtered by `RUST_LOG`, default `info`) and tracer.
+/// Installs the global subscriber (JSON logs on stdout filtered by `RUST_LOG`, default `info`)
+/// and tracer.
 pub fn init(env: &Env, default_service_name: &str) -> Result<TelemetryGuard, TelemetryError> {
+    install(
+        env,
+        default_service_name,
+        std::io::stdout,
+        "info,librdkafka=warn,rdkafka=warn,h2=warn,tower=warn,hyper=warn",
+    )
+}
+
+/// [`init`] for a command-line tool: stdout is the tool's output, so logs go to stderr, and only
+/// errors (the tool reports a failure in a sentence of its own) unless `RUST_LOG` says otherwise.
+/// Spans are exported as for a service.
+pub fn init_tool(env: &Env, name: &str) -> Result<TelemetryGuard, TelemetryError> {
+    install(
+        env,
+        name,
+        std::io::stderr,
+        "error,librdkafka=off,rdkafka=off",
+    )
+}
+
+fn install<W>(
+    env: &Env,
+    default_service_name: &str,
+    writer: W,
+    default_filter: &str,
+) -> Result<TelemetryGuard, TelemetryError>
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     let export = TraceExport::from_env(env, default_service_name)?;
     let resource = Resource::builder()
         .with_service_name(export.service_name.clone())
@@ -119,9 +149,8 @@ pub fn init(env: &Env, default_service_name: &str) -> Result<TelemetryGuard, Tel
     opentelemetry::global::set_tracer_provider(provider.clone());
     let tracer = provider.tracer(export.service_name.clone());
 
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new("info,librdkafka=warn,rdkafka=warn,h2=warn,tower=warn,hyper=warn")
-    });
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     // Spans are built for every record, so only what a trace shows is kept: no per-span
     // location, thread, target or busy/idle attributes, and no context activation on every poll
     // (propagation reads the span's own context). Events below INFO do not become span events.
@@ -141,7 +170,7 @@ pub fn init(env: &Env, default_service_name: &str) -> Result<TelemetryGuard, Tel
             tracing_subscriber::fmt::layer()
                 .fmt_fields(NoSpanFields)
                 .event_format(JsonLines)
-                .with_writer(std::io::stdout)
+                .with_writer(writer)
                 .with_filter(filter),
         )
         .try_init()

@@ -2,23 +2,32 @@
 //! of payment. Keeps stock per SKU, logs each adjustment, serves `GET /stock`, and publishes
 //! `inventory_reserved` / `out_of_stock` to `inventory`.
 //!
-//! Stock lives in memory: a restarted replica starts from `INVENTORY_INITIAL_STOCK` again.
+//! Stock is kept per partition of `orders` (a shard, like a warehouse: each starts with
+//! `INVENTORY_INITIAL_STOCK` units of every SKU), in a state store (`platform::state`) whose
+//! changelog is `inventory-stock-changelog`. A shard moves with its partition, so scaling out
+//! never lets two replicas sell the same units, and a restarted or rebalanced member restores
+//! its shards before its first record.
 
 pub mod stock;
 
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
-use events::{InventoryStatus, OrderCreated, topics};
+use events::{InventoryEvent, InventoryStatus, OrderCreated, topics};
 use platform::config::{ConfigError, Env};
 use platform::kafka::{HandleError, Handler, Publisher, RecordMeta, Rejection};
+use platform::state::{Store, Writer};
 use platform::{Api, ConsumerService, ServiceConfig, Subscription};
 use prometheus::{IntCounterVec, register_int_counter_vec_with_registry};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use stock::Stock;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use stock::{Ledger, Level};
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 pub const SERVICE: &str = "inventory";
 
@@ -27,9 +36,10 @@ pub struct Config {
     pub service: ServiceConfig,
     /// `HTTP_ADDR`: where `GET /stock` is served.
     pub http_addr: SocketAddr,
-    /// `INVENTORY_INITIAL_STOCK`: units of each SKU before its first order.
+    /// `INVENTORY_INITIAL_STOCK`: units of each SKU in each shard before its first order.
     pub initial_stock: u32,
-    /// `INVENTORY_DEDUP_WINDOW`: how many recent orders are remembered for idempotent reservation.
+    /// `INVENTORY_DEDUP_WINDOW`: how many recent orders each shard remembers for idempotent
+    /// reservation.
     pub dedup_window: usize,
 }
 
@@ -49,8 +59,51 @@ impl Config {
     }
 }
 
+/// One entry of a shard: a SKU's level (`sku:<SKU>`) or an order's outcome (`order:<id>`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum Entry {
+    Level(Level),
+    Order(InventoryEvent),
+}
+
+const SKU: &str = "sku:";
+const ORDER: &str = "order:";
+
+impl Ledger for Writer<'_, Entry> {
+    fn level(&self, sku: &str) -> Option<Level> {
+        match self.get(&format!("{SKU}{sku}")) {
+            Some(Entry::Level(l)) => Some(*l),
+            _ => None,
+        }
+    }
+
+    fn set_level(&mut self, sku: &str, level: Level) {
+        self.put(&format!("{SKU}{sku}"), Entry::Level(level));
+    }
+
+    fn outcome(&self, order_id: Uuid) -> Option<InventoryEvent> {
+        match self.get(&format!("{ORDER}{order_id}")) {
+            Some(Entry::Order(e)) => Some(e.clone()),
+            _ => None,
+        }
+    }
+
+    fn record(&mut self, event: InventoryEvent) {
+        self.put(&format!("{ORDER}{}", event.order_id), Entry::Order(event));
+    }
+}
+
+#[derive(Clone)]
+struct Shards {
+    store: Store<Entry>,
+    initial: u32,
+    window: usize,
+    orders_seen: Arc<AtomicU64>,
+}
+
 struct Reservations {
-    stock: Arc<Mutex<Stock>>,
+    shards: Shards,
     publisher: Publisher,
     outcomes: IntCounterVec,
 }
@@ -58,20 +111,33 @@ struct Reservations {
 impl Handler for Reservations {
     type Input = OrderCreated;
 
-    fn decode(&self, payload: Option<&[u8]>) -> Result<OrderCreated, Rejection> {
+    fn decode(
+        &self,
+        _meta: &RecordMeta,
+        payload: Option<&[u8]>,
+    ) -> Result<OrderCreated, Rejection> {
         events::decode(payload).map_err(|e| Rejection {
             kind: e.kind(),
             reason: e.to_string(),
         })
     }
 
-    async fn handle(&self, order: &OrderCreated, _meta: &RecordMeta) -> Result<(), HandleError> {
-        let (event, moved) = self
-            .stock
-            .lock()
-            .expect("stock lock")
-            .reserve(order, chrono::Utc::now());
+    async fn handle(&self, order: &OrderCreated, meta: &RecordMeta) -> Result<(), HandleError> {
+        let shards = &self.shards;
+        let ((event, moved), acks) = shards
+            .store
+            .write(meta.partition, |w| {
+                let result = stock::reserve(w, shards.initial, order, chrono::Utc::now());
+                w.evict_to(shards.window, |key| key.starts_with(SKU));
+                result
+            })
+            .map_err(|e| HandleError::Retriable(e.to_string()))?;
+        // Memory is ahead of the changelog until this resolves; if it fails, the retry finds the
+        // order recorded and writes its entries again.
+        acks.await
+            .map_err(|e| HandleError::Retriable(e.to_string()))?;
         if moved {
+            shards.orders_seen.fetch_add(1, Ordering::Relaxed);
             self.outcomes
                 .with_label_values(&[event.event_type.as_str()])
                 .inc();
@@ -92,13 +158,41 @@ impl Handler for Reservations {
             .map_err(|e| HandleError::Retriable(e.to_string()))?;
         Ok(())
     }
+
+    async fn assigned(&self, _topic: &str, partition: i32) -> Result<(), String> {
+        self.shards
+            .store
+            .restore(partition)
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+
+    fn revoked(&self, _topic: &str, partition: i32) {
+        self.shards.store.release(partition);
+    }
 }
 
-async fn stock_levels(State(stock): State<Arc<Mutex<Stock>>>) -> Json<serde_json::Value> {
-    let stock = stock.lock().expect("stock lock");
+/// `GET /stock`: the shards this member holds, their levels, and the units reserved from them.
+async fn stock_levels(State(shards): State<Shards>) -> Json<serde_json::Value> {
+    let mut partitions = BTreeMap::new();
+    let mut reserved: BTreeMap<String, u64> = BTreeMap::new();
+    shards.store.read_all(|partition, entries| {
+        let mut levels = BTreeMap::new();
+        for (key, entry) in entries {
+            if let (Some(sku), Entry::Level(l)) = (key.strip_prefix(SKU), entry) {
+                levels.insert(sku.to_owned(), l.units);
+                *reserved.entry(sku.to_owned()).or_default() +=
+                    u64::from(shards.initial - l.units.min(shards.initial));
+            }
+        }
+        partitions.insert(partition.to_string(), levels);
+    });
     Json(json!({
-        "orders_seen": stock.orders_seen(),
-        "stock": stock.levels(),
+        "initial_stock_per_partition": shards.initial,
+        "orders_seen": shards.orders_seen.load(Ordering::Relaxed),
+        "reserved": reserved,
+        "partitions": partitions,
     }))
 }
 
@@ -110,14 +204,16 @@ pub async fn build(
 ) -> Result<ConsumerService<impl Handler>, platform::Error> {
     let subscription = Subscription {
         group: "inventory",
-        topic: topics::ORDERS,
-        writes: &[topics::INVENTORY],
+        topics: &[topics::ORDERS],
+        writes: &[topics::INVENTORY, topics::INVENTORY_STOCK_CHANGELOG],
     };
     ConsumerService::build(&config.service, subscription, shutdown, |rt| {
-        let stock = Arc::new(Mutex::new(Stock::new(
-            config.initial_stock,
-            config.dedup_window,
-        )));
+        let shards = Shards {
+            store: rt.store("inventory-stock", topics::INVENTORY_STOCK_CHANGELOG),
+            initial: config.initial_stock,
+            window: config.dedup_window,
+            orders_seen: Arc::default(),
+        };
         let outcomes = register_int_counter_vec_with_registry!(
             "inventory_reservations_total",
             "Orders reserved or out of stock.",
@@ -128,11 +224,11 @@ pub async fn build(
         let router = platform::http::api(
             Router::new()
                 .route("/stock", get(stock_levels))
-                .with_state(stock.clone()),
+                .with_state(shards.clone()),
             1024,
         );
         let handler = Reservations {
-            stock,
+            shards,
             publisher: rt.publisher(),
             outcomes,
         };

@@ -2,23 +2,30 @@
 //! message (a structured log line, as the original demo printed it), records it as
 //! `notification_sent` on `notifications`, keeps the recent ones at `GET /notifications`, and never
 //! sends twice for a payment event still in its window.
+//!
+//! The window (payment event id → when it was first notified) is a state store
+//! (`platform::state`) partitioned like `payments` and kept in `notification-sent-changelog`, so
+//! a restarted or rebalanced member restores it before its first record and remembers what was
+//! sent before the restart.
 
 mod outbox;
 
-pub use outbox::{Outbox, message_for};
+pub use outbox::{Outbox, message_for, notification};
 
 use axum::extract::{Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
+use chrono::{DateTime, Utc};
 use events::{PaymentProcessed, topics};
 use platform::config::{ConfigError, Env};
 use platform::kafka::{HandleError, Handler, Publisher, RecordMeta, Rejection};
+use platform::state::Store;
 use platform::{Api, ConsumerService, ServiceConfig, Subscription};
 use prometheus::{
     IntCounter, IntCounterVec, register_int_counter_vec_with_registry,
     register_int_counter_with_registry,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -32,7 +39,8 @@ pub struct Config {
     pub service: ServiceConfig,
     /// `HTTP_ADDR`: where `GET /notifications` is served.
     pub http_addr: SocketAddr,
-    /// `NOTIFICATION_DEDUP_WINDOW`: how many recent payment events are remembered to avoid sending twice.
+    /// `NOTIFICATION_DEDUP_WINDOW`: how many recent payment events are remembered, per partition
+    /// of `payments`, to avoid sending twice.
     pub dedup_window: usize,
     /// `NOTIFICATION_HISTORY`: how many sent notifications `GET /notifications` keeps.
     pub history: usize,
@@ -59,8 +67,16 @@ impl Config {
     }
 }
 
+/// What the window remembers of a payment event: when its notification was first sent.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct Sent {
+    sent_at: DateTime<Utc>,
+}
+
 struct Notifier {
     outbox: Arc<Mutex<Outbox>>,
+    window: Store<Sent>,
+    window_len: usize,
     publisher: Publisher,
     sent: IntCounterVec,
     duplicates: IntCounter,
@@ -69,7 +85,11 @@ struct Notifier {
 impl Handler for Notifier {
     type Input = PaymentProcessed;
 
-    fn decode(&self, payload: Option<&[u8]>) -> Result<PaymentProcessed, Rejection> {
+    fn decode(
+        &self,
+        _meta: &RecordMeta,
+        payload: Option<&[u8]>,
+    ) -> Result<PaymentProcessed, Rejection> {
         events::decode(payload).map_err(|e| Rejection {
             kind: e.kind(),
             reason: e.to_string(),
@@ -79,14 +99,38 @@ impl Handler for Notifier {
     async fn handle(
         &self,
         payment: &PaymentProcessed,
-        _meta: &RecordMeta,
+        meta: &RecordMeta,
     ) -> Result<(), HandleError> {
-        let (sent, new) = self
-            .outbox
-            .lock()
-            .expect("outbox lock")
-            .send(payment, chrono::Utc::now());
-        if new {
+        let key = payment.event_id.to_string();
+        let now = Utc::now();
+        // Seen before (in this window, restored across restarts): the first send time, and the
+        // entry is written again (see `platform::state` on idempotence). New: remembered first,
+        // durably, then sent, so that no crash can make it be sent twice.
+        let (first, acks) = self
+            .window
+            .write(meta.partition, |w| {
+                let first = w.get(&key).map(|s| s.sent_at);
+                w.put(
+                    &key,
+                    Sent {
+                        sent_at: first.unwrap_or(now),
+                    },
+                );
+                if first.is_none() {
+                    w.evict_to(self.window_len, |_| false);
+                }
+                first
+            })
+            .map_err(|e| HandleError::Retriable(e.to_string()))?;
+        if let Err(err) = acks.await {
+            if first.is_none() {
+                // Not durable, and not sent: the retry must take it as new again.
+                self.window.discard(meta.partition, &key);
+            }
+            return Err(HandleError::Retriable(err.to_string()));
+        }
+        let sent = notification(payment, first.unwrap_or(now));
+        if first.is_none() {
             self.sent
                 .with_label_values(&[payment.status.as_str()])
                 .inc();
@@ -98,8 +142,10 @@ impl Handler for Notifier {
                 "{}",
                 sent.message
             );
+            self.outbox.lock().expect("outbox lock").sent(sent.clone());
         } else {
             self.duplicates.inc();
+            self.outbox.lock().expect("outbox lock").duplicate();
             tracing::debug!(event_id = %payment.event_id, order_id = %payment.order_id, "duplicate payment event; notification already sent");
         }
         // Published on every delivery: if the first publish was lost with a crash, this is its retry,
@@ -110,6 +156,18 @@ impl Handler for Notifier {
             .await
             .map_err(|e| HandleError::Retriable(e.to_string()))?;
         Ok(())
+    }
+
+    async fn assigned(&self, _topic: &str, partition: i32) -> Result<(), String> {
+        self.window
+            .restore(partition)
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+
+    fn revoked(&self, _topic: &str, partition: i32) {
+        self.window.release(partition);
     }
 }
 
@@ -148,11 +206,12 @@ pub async fn build(
 ) -> Result<ConsumerService<impl Handler>, platform::Error> {
     let subscription = Subscription {
         group: "notification",
-        topic: topics::PAYMENTS,
-        writes: &[topics::NOTIFICATIONS],
+        topics: &[topics::PAYMENTS],
+        writes: &[topics::NOTIFICATIONS, topics::NOTIFICATION_SENT_CHANGELOG],
     };
     ConsumerService::build(&config.service, subscription, shutdown, |rt| {
-        let outbox = Arc::new(Mutex::new(Outbox::new(config.dedup_window, config.history)));
+        let outbox = Arc::new(Mutex::new(Outbox::new(config.history)));
+        let window = rt.store("notification-sent", topics::NOTIFICATION_SENT_CHANGELOG);
         let registry = rt.metrics.registry();
         let sent = register_int_counter_vec_with_registry!(
             "notifications_sent_total",
@@ -176,6 +235,8 @@ pub async fn build(
         let handler = Notifier {
             publisher: rt.publisher(),
             outbox,
+            window,
+            window_len: config.dedup_window,
             sent,
             duplicates,
         };

@@ -1,8 +1,9 @@
-//! What was sent: the de-duplication window and the recent history.
+//! What was sent: the customer message, the `notification_sent` record, and the recent history.
+//! Which payment events were already notified is kept in the service's state store (see
+//! `lib.rs`), so it survives restarts.
 
 use chrono::{DateTime, Utc};
 use events::{NotificationSent, PaymentProcessed, PaymentStatus};
-use platform::idempotency::Window;
 use std::collections::VecDeque;
 use uuid::Uuid;
 
@@ -25,8 +26,9 @@ pub fn message_for(payment: &PaymentProcessed) -> String {
     }
 }
 
-/// The notification of `payment`, first sent at `sent_at`.
-fn notification(payment: &PaymentProcessed, sent_at: DateTime<Utc>) -> NotificationSent {
+/// The notification of `payment`, first sent at `sent_at`: everything else in it derives from the
+/// payment event, so a redelivery rebuilds the identical record from the time alone.
+pub fn notification(payment: &PaymentProcessed, sent_at: DateTime<Utc>) -> NotificationSent {
     NotificationSent {
         event_id: Uuid::new_v5(&NOTIFICATION_EVENTS, payment.event_id.as_bytes()),
         event_type: NotificationSent::EVENT_TYPE.to_owned(),
@@ -41,11 +43,8 @@ fn notification(payment: &PaymentProcessed, sent_at: DateTime<Utc>) -> Notificat
     }
 }
 
+/// The recent notifications, for `GET /notifications`, and the counters beside them.
 pub struct Outbox {
-    /// When each remembered payment event was first notified: everything else in its
-    /// `notification_sent` derives from the payment event, so a redelivery rebuilds the identical
-    /// record from this alone (a fraction of the memory of keeping the records).
-    sent: Window<Uuid, DateTime<Utc>>,
     history: VecDeque<NotificationSent>,
     history_len: usize,
     sent_total: u64,
@@ -53,9 +52,8 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    pub fn new(dedup_window: usize, history_len: usize) -> Self {
+    pub fn new(history_len: usize) -> Self {
         Self {
-            sent: Window::new(dedup_window),
             history: VecDeque::with_capacity(history_len.min(4096)),
             history_len,
             sent_total: 0,
@@ -63,25 +61,18 @@ impl Outbox {
         }
     }
 
-    /// The notification for `payment`, and whether it is new (the message must be sent now) or was
-    /// already sent for this payment event (the first record is returned unchanged).
-    pub fn send(
-        &mut self,
-        payment: &PaymentProcessed,
-        now: DateTime<Utc>,
-    ) -> (NotificationSent, bool) {
-        if let Some(&first) = self.sent.get(&payment.event_id) {
-            self.duplicates += 1;
-            return (notification(payment, first), false);
-        }
-        let n = notification(payment, now);
+    /// Records a notification just sent.
+    pub fn sent(&mut self, n: NotificationSent) {
         if self.history.len() == self.history_len {
             self.history.pop_front();
         }
-        self.history.push_back(n.clone());
+        self.history.push_back(n);
         self.sent_total += 1;
-        self.sent.remember(payment.event_id, now);
-        (n, true)
+    }
+
+    /// Counts a payment event seen again and not notified twice.
+    pub fn duplicate(&mut self) {
+        self.duplicates += 1;
     }
 
     /// The newest first, optionally only one order's.
@@ -124,18 +115,12 @@ mod tests {
     }
 
     #[test]
-    fn a_payment_event_is_notified_once_and_replayed_identically() {
-        let mut outbox = Outbox::new(10, 10);
+    fn a_redelivery_rebuilds_the_identical_record_from_the_first_send_time() {
         let p = payment(PaymentStatus::PaymentSuccessful);
-        let (first, new) = outbox.send(&p, Utc::now());
-        assert!(new);
-        let (again, new) = outbox.send(&p, Utc::now());
-        assert!(!new);
-        assert_eq!(
-            first, again,
-            "a redelivery republishes the identical record"
-        );
-        assert_eq!((outbox.sent_total(), outbox.duplicates()), (1, 1));
+        let first = Utc::now() - chrono::Duration::seconds(30);
+        assert_eq!(notification(&p, first), notification(&p, first));
+        assert_eq!(notification(&p, first).occurred_at, first);
+        assert_ne!(notification(&p, first).event_id, p.event_id);
     }
 
     #[test]
@@ -147,13 +132,14 @@ mod tests {
 
     #[test]
     fn history_is_bounded_and_filterable() {
-        let mut outbox = Outbox::new(100, 3);
+        let mut outbox = Outbox::new(3);
         let payments: Vec<_> = (0..5)
             .map(|_| payment(PaymentStatus::PaymentFailed))
             .collect();
         for p in &payments {
-            outbox.send(p, Utc::now());
+            outbox.sent(notification(p, Utc::now()));
         }
+        assert_eq!(outbox.sent_total(), 5);
         assert_eq!(outbox.recent(None, 100).len(), 3);
         assert_eq!(outbox.recent(None, 100)[0].order_id, payments[4].order_id);
         assert_eq!(outbox.recent(Some(payments[3].order_id), 10).len(), 1);

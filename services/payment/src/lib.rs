@@ -66,7 +66,11 @@ struct Payments {
 impl Handler for Payments {
     type Input = OrderCreated;
 
-    fn decode(&self, payload: Option<&[u8]>) -> Result<OrderCreated, Rejection> {
+    fn decode(
+        &self,
+        _meta: &RecordMeta,
+        payload: Option<&[u8]>,
+    ) -> Result<OrderCreated, Rejection> {
         events::decode(payload).map_err(|e| Rejection {
             kind: e.kind(),
             reason: e.to_string(),
@@ -112,7 +116,7 @@ pub async fn build(
 ) -> Result<ConsumerService<impl Handler>, platform::Error> {
     let subscription = Subscription {
         group: "payment",
-        topic: topics::ORDERS,
+        topics: &[topics::ORDERS],
         writes: &[topics::PAYMENTS],
     };
     ConsumerService::build(&config.service, subscription, shutdown, |rt| {

@@ -6,6 +6,7 @@ mod consumer;
 mod probe;
 mod producer;
 pub mod propagation;
+pub mod reader;
 
 pub use consumer::{
     COMMIT_BUDGET, ConsumeLoop, GroupContext, HandleError, Handler, RecordMeta, Rejection,
@@ -184,6 +185,19 @@ impl KafkaConfig {
         for (k, v) in &self.extra {
             c.set(k, v);
         }
+        c
+    }
+
+    /// A consumer outside any group that reads assigned partitions to their end (state restore,
+    /// the console tool).
+    pub fn reader_config(&self) -> ClientConfig {
+        let mut c = self.base();
+        c.set("group.id", format!("{}-reader", self.client_id))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "true")
+            .set("auto.offset.reset", "earliest")
+            .set("fetch.wait.max.ms", ms(self.fetch_wait_max));
         c
     }
 

@@ -4,6 +4,8 @@
 use super::KafkaConfig;
 use super::propagation;
 use crate::metrics::Metrics;
+use futures::FutureExt;
+use futures::future::BoxFuture;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -68,6 +70,19 @@ impl Publisher {
         key: &str,
         payload: &[u8],
     ) -> Result<Published, PublishError> {
+        self.publish_with(topic, Some(key), payload, OwnedHeaders::new())
+            .await
+    }
+
+    /// [`publish`](Self::publish) with an optional key and headers of the caller's; the trace
+    /// context is appended to them.
+    pub async fn publish_with(
+        &self,
+        topic: &str,
+        key: Option<&str>,
+        payload: &[u8],
+        headers: OwnedHeaders,
+    ) -> Result<Published, PublishError> {
         let span = tracing::info_span!(
             "publish",
             otel.name = format!("{topic} publish"),
@@ -77,15 +92,15 @@ impl Publisher {
             messaging.operation.type = "send",
             messaging.operation.name = "publish",
             messaging.destination.name = topic,
-            messaging.kafka.message.key = key,
+            messaging.kafka.message.key = key.unwrap_or_default(),
             messaging.message.body.size = payload.len(),
             messaging.destination.partition.id = tracing::field::Empty,
             messaging.kafka.offset = tracing::field::Empty,
         );
-        let headers = propagation::inject(&span, OwnedHeaders::new());
+        let headers = propagation::inject(&span, headers);
         async {
             let result = self
-                .send(topic, Some(key.as_bytes()), Some(payload), headers)
+                .send(topic, key.map(str::as_bytes), Some(payload), headers)
                 .await;
             let current = tracing::Span::current();
             match &result {
@@ -142,6 +157,47 @@ impl Publisher {
                     source,
                 })
             }
+        }
+    }
+
+    /// Enqueues a record for one partition at once, without a span (changelog writes), and
+    /// returns the wait for its acknowledgement. Records enqueued one after the other to a
+    /// partition land in that order (the producer is idempotent). `payload: None` is a tombstone.
+    pub fn enqueue(
+        &self,
+        topic: &str,
+        partition: i32,
+        key: &[u8],
+        payload: Option<&[u8]>,
+    ) -> BoxFuture<'static, Result<Published, PublishError>> {
+        let mut record: FutureRecord<'_, [u8], [u8]> =
+            FutureRecord::to(topic).partition(partition).key(key);
+        record.payload = payload;
+        let metrics = self.metrics.clone();
+        let topic = topic.to_owned();
+        let fail = move |metrics: &Metrics, topic: String, source| {
+            metrics.produced.with_label_values(&[&topic, "error"]).inc();
+            Err(PublishError::NotAcknowledged { topic, source })
+        };
+        match self.producer.send_result(record) {
+            Err((source, _)) => {
+                let result = fail(&metrics, topic, source);
+                async move { result }.boxed()
+            }
+            Ok(delivery) => async move {
+                match delivery.await {
+                    Ok(Ok(d)) => {
+                        metrics.produced.with_label_values(&[&topic, "ok"]).inc();
+                        Ok(Published {
+                            partition: d.partition,
+                            offset: d.offset,
+                        })
+                    }
+                    Ok(Err((source, _))) => fail(&metrics, topic, source),
+                    Err(_) => fail(&metrics, topic, KafkaError::Canceled),
+                }
+            }
+            .boxed(),
         }
     }
 

@@ -234,7 +234,11 @@ pub(super) async fn coordinate<H: Handler>(
                         continue;
                     };
                     let (end, ended) = oneshot::channel();
-                    let lane = Lane::new(shared.clone(), partition);
+                    let Some(series) = shared.topics.get(&topic).cloned() else {
+                        tracing::error!(topic = %topic, partition, "assigned a topic not subscribed to");
+                        continue;
+                    };
+                    let lane = Lane::new(shared.clone(), series, partition);
                     let task = tokio::spawn(lane.run(queue, ended));
                     lanes.insert((topic, partition), LaneHandle { end, task });
                 }
@@ -288,8 +292,19 @@ pub(super) async fn summarise<H: Handler>(
     interval: Duration,
     shutdown: CancellationToken,
 ) {
-    let s = &shared.series;
-    let mut last = (s.processed.get(), s.dead_lettered.get(), s.retries.get());
+    let totals = || {
+        shared.topics.values().fold((0, 0, 0), |(p, d, r), s| {
+            (
+                p + s.processed.get(),
+                d + s.dead_lettered.get(),
+                r + s.retries.get(),
+            )
+        })
+    };
+    let mut last = totals();
+    let mut topics: Vec<&str> = shared.topics.keys().map(String::as_str).collect();
+    topics.sort_unstable();
+    let topics = topics.join(",");
     let mut ticks = tokio::time::interval(interval);
     ticks.tick().await;
     loop {
@@ -297,7 +312,7 @@ pub(super) async fn summarise<H: Handler>(
             () = shutdown.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        let now = (s.processed.get(), s.dead_lettered.get(), s.retries.get());
+        let now = totals();
         let (processed, dead_lettered, retries) = (now.0 - last.0, now.1 - last.1, now.2 - last.2);
         last = now;
         let m = &shared.metrics;
@@ -305,7 +320,7 @@ pub(super) async fn summarise<H: Handler>(
             continue;
         }
         tracing::info!(
-            topic = %shared.topic,
+            topic = %topics,
             processed,
             dead_lettered,
             retries,

@@ -3,7 +3,9 @@
 //! stores the offset of the contiguous run of finished records.
 
 use super::offsets::OffsetTracker;
-use super::{GroupContext, HandleError, Handler, RecordMeta, Rejection, Shared, headers};
+use super::{
+    GroupContext, HandleError, Handler, RecordMeta, Rejection, Shared, TopicSeries, headers,
+};
 use crate::kafka::producer::text_header;
 use crate::kafka::{dead_letter_topic, propagation};
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
@@ -93,6 +95,7 @@ type Running<I> = FuturesUnordered<BoxFuture<'static, (Box<InFlight<I>>, Attempt
 
 pub(super) struct Lane<H: Handler> {
     shared: Arc<Shared<H>>,
+    topic: Arc<TopicSeries>,
     partition: i32,
     offsets: OffsetTracker,
     /// Keys with a record running or retrying, and the records waiting behind it.
@@ -109,9 +112,10 @@ pub(super) struct Lane<H: Handler> {
 }
 
 impl<H: Handler> Lane<H> {
-    pub(super) fn new(shared: Arc<Shared<H>>, partition: i32) -> Self {
+    pub(super) fn new(shared: Arc<Shared<H>>, topic: Arc<TopicSeries>, partition: i32) -> Self {
         Self {
             shared,
+            topic,
             partition,
             offsets: OffsetTracker::default(),
             waiting: HashMap::new(),
@@ -129,6 +133,9 @@ impl<H: Handler> Lane<H> {
         queue: StreamPartitionQueue<GroupContext>,
         mut end: oneshot::Receiver<tokio::time::Instant>,
     ) {
+        if !restore(&self.shared, &self.topic.topic, self.partition, &mut end).await {
+            return;
+        }
         let permits = self.shared.in_flight.clone();
         let mut deadline: Option<tokio::time::Instant> = None;
         loop {
@@ -165,7 +172,7 @@ impl<H: Handler> Lane<H> {
         let abandoned = self.offsets.unfinished();
         if abandoned > 0 {
             tracing::warn!(
-                topic = %self.shared.topic,
+                topic = %self.topic.topic,
                 partition = self.partition,
                 abandoned,
                 "unfinished records left unstored for redelivery"
@@ -174,6 +181,10 @@ impl<H: Handler> Lane<H> {
         if self.paused {
             self.set_paused(false);
         }
+        drop(self.running);
+        self.shared
+            .handler
+            .revoked(&self.topic.topic, self.partition);
     }
 
     /// Takes a record into the lane: decodes it, and starts it unless its key is busy.
@@ -181,23 +192,25 @@ impl<H: Handler> Lane<H> {
         let shared = &self.shared;
         let offset = record.offset();
         self.offsets.take(offset);
+        let topic = &self.topic;
         let meta = RecordMeta {
-            topic: shared.topic.clone(),
+            topic: topic.topic.clone(),
             partition: self.partition,
             offset,
             key: record
                 .key()
                 .map(|k| String::from_utf8_lossy(k).into_owned()),
+            timestamp: record.timestamp().to_millis(),
         };
         let span = tracing::info_span!(
             "process",
-            otel.name = %shared.span_name,
+            otel.name = %topic.span_name,
             otel.kind = "consumer",
             otel.status_code = tracing::field::Empty,
             messaging.system = "kafka",
             messaging.operation.type = "process",
             messaging.operation.name = "process",
-            messaging.destination.name = %shared.topic,
+            messaging.destination.name = %topic.topic,
             messaging.consumer.group.name = %shared.group,
             messaging.destination.partition.id = self.partition,
             messaging.kafka.offset = offset,
@@ -207,7 +220,7 @@ impl<H: Handler> Lane<H> {
         );
         // A record without trace headers starts a trace of its own.
         let _ = span.set_parent(propagation::extract(record.headers()));
-        let (input, step) = match shared.handler.decode(record.payload()) {
+        let (input, step) = match shared.handler.decode(&meta, record.payload()) {
             Ok(input) => (Some(input), Step::Handle),
             Err(rejection) => (None, Step::DeadLetter(rejection)),
         };
@@ -242,8 +255,7 @@ impl<H: Handler> Lane<H> {
     }
 
     fn settle(&mut self, mut rec: Box<InFlight<H::Input>>, attempt: Attempt) {
-        let shared = self.shared.clone();
-        let series = &shared.series;
+        let series = self.topic.clone();
         let outcome = match attempt {
             Attempt::Processed => "processed",
             Attempt::DeadLettered => "dead_lettered",
@@ -301,7 +313,7 @@ impl<H: Handler> Lane<H> {
             && let Err(err) =
                 self.shared
                     .consumer
-                    .store_offset(&self.shared.topic, self.partition, offset)
+                    .store_offset(&self.topic.topic, self.partition, offset)
         {
             // The partition was revoked meanwhile; its new owner will see the records again.
             tracing::debug!(error = %err, offset, "offset not stored");
@@ -325,7 +337,7 @@ impl<H: Handler> Lane<H> {
         }
         self.paused = paused;
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition(&self.shared.topic, self.partition);
+        tpl.add_partition(&self.topic.topic, self.partition);
         let result = if paused {
             self.shared.metrics.paused_partitions.inc();
             self.shared.consumer.pause(&tpl)
@@ -336,9 +348,36 @@ impl<H: Handler> Lane<H> {
         if let Err(err) = result {
             tracing::warn!(error = %err, partition = self.partition, paused, "pause or resume failed");
         } else if paused {
-            tracing::warn!(topic = %self.shared.topic, partition = self.partition, "partition paused while a record retries");
+            tracing::warn!(topic = %self.topic.topic, partition = self.partition, "partition paused while a record retries");
         } else {
-            tracing::info!(topic = %self.shared.topic, partition = self.partition, "partition resumed");
+            tracing::info!(topic = %self.topic.topic, partition = self.partition, "partition resumed");
+        }
+    }
+}
+
+/// Runs the handler's [`Handler::assigned`] until it succeeds, retrying with backoff. False
+/// when the lane was told to end first (nothing was taken, so there is nothing to drain).
+async fn restore<H: Handler>(
+    shared: &Shared<H>,
+    topic: &str,
+    partition: i32,
+    end: &mut oneshot::Receiver<tokio::time::Instant>,
+) -> bool {
+    let mut backoff = retry_backoff(shared.retry_backoff_max);
+    loop {
+        let result = tokio::select! {
+            biased;
+            _ = &mut *end => return false,
+            result = shared.handler.assigned(topic, partition) => result,
+        };
+        let Err(reason) = result else {
+            return true;
+        };
+        let delay = backoff.next().unwrap_or(shared.retry_backoff_max);
+        tracing::warn!(topic = %topic, partition, reason, retry_in_ms = delay.as_millis() as u64, "partition setup failed; retrying before taking records");
+        tokio::select! {
+            _ = &mut *end => return false,
+            () = tokio::time::sleep(delay) => {}
         }
     }
 }

@@ -29,6 +29,15 @@
 //! background, on revocation and at shutdown. A crash therefore redelivers from the first
 //! unfinished record and never skips one; handlers are idempotent, so redelivery is harmless.
 //!
+//! **Topics.** A member may subscribe to several topics (a stream processor reads its inputs and
+//! its own repartition topic in one group, as Kafka Streams does). Each assigned partition of each
+//! topic gets its lane; the handler sees the topic in [`RecordMeta`].
+//!
+//! **State.** Before a lane takes its first record it calls [`Handler::assigned`], where a
+//! stateful handler restores the partition's state (see [`crate::state`]); a failure there is
+//! retried with the same backoff, and no record is taken until it succeeds. After the lane has
+//! drained, [`Handler::revoked`] lets the handler drop that partition's state.
+//!
 //! **Dead letters.** A record that cannot be decoded, or that its handler rejects, is copied to
 //! `<topic>.dlq` with the reason in its headers, and the lane moves on.
 //!
@@ -64,6 +73,7 @@ use group::Callback;
 use prometheus::{Histogram, IntCounter};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -87,6 +97,8 @@ pub struct RecordMeta {
     pub partition: i32,
     pub offset: i64,
     pub key: Option<String>,
+    /// The record's timestamp (milliseconds since the epoch), when it has one.
+    pub timestamp: Option<i64>,
 }
 
 /// Why a record goes to the dead-letter topic: a short kind for labels, and a sentence.
@@ -109,7 +121,7 @@ pub trait Handler: Send + Sync + 'static {
     type Input: Send + Sync + 'static;
 
     /// Turns the payload into the service's input, or says why it cannot.
-    fn decode(&self, payload: Option<&[u8]>) -> Result<Self::Input, Rejection>;
+    fn decode(&self, meta: &RecordMeta, payload: Option<&[u8]>) -> Result<Self::Input, Rejection>;
 
     /// Does the work, including publishing (and awaiting) any output. Called concurrently for
     /// records of different keys, one at a time per key. Must be idempotent: the same record may
@@ -119,6 +131,24 @@ pub trait Handler: Send + Sync + 'static {
         input: &Self::Input,
         meta: &RecordMeta,
     ) -> impl Future<Output = Result<(), HandleError>> + Send;
+
+    /// Called in a newly assigned partition's lane before it takes a record: a stateful handler
+    /// restores the partition's state here. An error is logged and retried with backoff; the lane
+    /// takes no record until this succeeds.
+    fn assigned(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> impl Future<Output = Result<(), String>> + Send {
+        let _ = (topic, partition);
+        async { Ok(()) }
+    }
+
+    /// Called once a partition's lane has ended (revocation or shutdown), everything it held
+    /// finished or abandoned: a stateful handler drops the partition's state here.
+    fn revoked(&self, topic: &str, partition: i32) {
+        let _ = (topic, partition);
+    }
 }
 
 /// How long the final commit and group leave may take before shutdown goes on without them.
@@ -129,27 +159,30 @@ struct Shared<H> {
     handler: H,
     publisher: Publisher,
     consumer: Arc<StreamConsumer<GroupContext>>,
-    topic: String,
+    topics: HashMap<String, Arc<TopicSeries>>,
     group: String,
-    /// `<topic> process`, the span name of every record.
-    span_name: String,
     in_flight: Arc<Semaphore>,
     retry_backoff_max: Duration,
     metrics: Metrics,
-    series: Series,
 }
 
-/// The per-record metric series, resolved once instead of looked up by label on every record.
-struct Series {
+/// What a lane needs of its topic: the span name and the per-record metric series, resolved once
+/// instead of looked up by label on every record.
+struct TopicSeries {
+    topic: String,
+    /// `<topic> process`, the span name of every record.
+    span_name: String,
     processed: IntCounter,
     dead_lettered: IntCounter,
     retries: IntCounter,
     processing: Histogram,
 }
 
-impl Series {
+impl TopicSeries {
     fn new(metrics: &Metrics, topic: &str) -> Self {
         Self {
+            topic: topic.to_owned(),
+            span_name: format!("{topic} process"),
             processed: metrics.consumed.with_label_values(&[topic, "processed"]),
             dead_lettered: metrics
                 .consumed
@@ -160,7 +193,7 @@ impl Series {
     }
 }
 
-/// One consumer-group member on one topic.
+/// One consumer-group member on one or more topics.
 pub struct ConsumeLoop<H> {
     shared: Arc<Shared<H>>,
     callbacks: mpsc::UnboundedReceiver<Callback>,
@@ -174,7 +207,7 @@ impl<H: Handler> ConsumeLoop<H> {
     pub fn new(
         config: &KafkaConfig,
         group: &str,
-        topic: &str,
+        topics: &[&str],
         handler: H,
         publisher: Publisher,
         metrics: Metrics,
@@ -184,9 +217,9 @@ impl<H: Handler> ConsumeLoop<H> {
         let context = GroupContext::new(metrics.clone(), readiness, group, tx);
         let consumer: StreamConsumer<GroupContext> =
             config.consumer_config(group).create_with_context(context)?;
-        consumer.subscribe(&[topic])?;
+        consumer.subscribe(topics)?;
         tracing::info!(
-            topic,
+            topics = %topics.join(","),
             group,
             max_in_flight = config.max_in_flight,
             "subscribed"
@@ -195,12 +228,13 @@ impl<H: Handler> ConsumeLoop<H> {
             handler,
             publisher,
             consumer: Arc::new(consumer),
-            topic: topic.to_owned(),
+            topics: topics
+                .iter()
+                .map(|t| ((*t).to_owned(), Arc::new(TopicSeries::new(&metrics, t))))
+                .collect(),
             group: group.to_owned(),
-            span_name: format!("{topic} process"),
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
             retry_backoff_max: config.retry_backoff_max,
-            series: Series::new(&metrics, topic),
             metrics,
         };
         Ok(Self {
@@ -228,7 +262,7 @@ impl<H: Handler> ConsumeLoop<H> {
         // The main queue is polled on a thread of its own: rebalance callbacks run there and block
         // it while lanes are set up or drained, which must not block a runtime worker.
         let consumer = shared.consumer.clone();
-        let topic = shared.topic.clone();
+        let group = shared.group.clone();
         drop(shared);
         let runtime = tokio::runtime::Handle::current();
         let (done, finished) = tokio::sync::oneshot::channel();
@@ -237,10 +271,10 @@ impl<H: Handler> ConsumeLoop<H> {
             .name("kafka-group".into())
             .spawn(move || {
                 runtime.block_on(poll_main_queue(&consumer, &poll_shutdown));
-                tracing::info!(topic = %topic, "stopped polling; draining lanes");
+                tracing::info!(group = %group, "stopped polling; draining lanes");
                 consumer.context().shut_down();
                 match consumer.commit_consumer_state(CommitMode::Sync) {
-                    Ok(()) => tracing::info!(topic = %topic, "offsets committed"),
+                    Ok(()) => tracing::info!(group = %group, "offsets committed"),
                     Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
                     Err(err) => tracing::warn!(
                         error = %err,
@@ -249,7 +283,7 @@ impl<H: Handler> ConsumeLoop<H> {
                 }
                 consumer.unsubscribe();
                 drop(consumer);
-                tracing::info!(topic = %topic, "left the consumer group");
+                tracing::info!(group = %group, "left the consumer group");
                 let _ = done.send(());
             })
             .expect("spawn the consumer thread");
