@@ -16,8 +16,9 @@ pub struct Args {
     /// The topic to read.
     #[arg(short, long)]
     pub topic: String,
-    /// Where to start: beginning, end, an offset (in every partition), or a time, @<ms since the
-    /// epoch> or @<RFC 3339>. In a group: beginning or end, for partitions it has no offset for.
+    /// Where to start: beginning, end, an offset (in every partition, kept within what it holds),
+    /// or a time, @<ms since the epoch> or @<RFC 3339>. In a group: beginning or end, for
+    /// partitions it has no offset for.
     #[arg(long, default_value = "beginning")]
     pub from: String,
     /// Read as a member of this consumer group, committing what was printed.
@@ -118,26 +119,74 @@ pub fn run(connection: &Connection, args: &Args) -> Result<i32, Error> {
     if args.group.is_some() {
         consumer.subscribe(&[&args.topic])?;
     } else {
-        let mut tpl = TopicPartitionList::new();
-        for &p in &partitions {
-            let offset = match start {
-                Start::Beginning => Offset::Beginning,
-                Start::End => Offset::End,
-                Start::Offset(o) => Offset::Offset(o),
-                // Resolved below, through the broker's index.
-                Start::Time(ms) => Offset::Offset(ms),
-            };
-            tpl.add_partition_offset(&args.topic, p, offset)?;
-        }
-        if let Start::Time(_) = start {
-            tpl = consumer.offsets_for_times(tpl, connection.timeout)?;
-        }
-        consumer.assign(&tpl)?;
+        consumer.assign(&positions(connection, &consumer, args, start, &partitions)?)?;
     }
-    print_records(&consumer, args, &partitions)
+    let since = match start {
+        Start::Time(ms) => Some(ms),
+        _ => None,
+    };
+    print_records(&consumer, args, &partitions, since)
 }
 
-fn print_records(consumer: &Reader, args: &Args, partitions: &[i32]) -> Result<i32, Error> {
+/// Where each partition starts, as offsets inside what it holds: the end is the high watermark
+/// (the fetches report it); a given offset is kept between the low and high watermark; a time is
+/// resolved by the broker's time index, and a time after the last record is the end.
+fn positions(
+    connection: &Connection,
+    consumer: &Reader,
+    args: &Args,
+    start: Start,
+    partitions: &[i32],
+) -> Result<TopicPartitionList, Error> {
+    let topic = args.topic.as_str();
+    let mut tpl = TopicPartitionList::new();
+    if start == Start::Beginning {
+        for &p in partitions {
+            tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+        }
+        return Ok(tpl);
+    }
+    let marks = reader::watermarks(
+        &connection.client_config(),
+        topic,
+        partitions,
+        connection.timeout,
+    )?;
+    let by_time = match start {
+        Start::Time(ms) => {
+            let mut query = TopicPartitionList::new();
+            for &p in partitions {
+                query.add_partition_offset(topic, p, Offset::Offset(ms))?;
+            }
+            Some(consumer.offsets_for_times(query, connection.timeout)?)
+        }
+        _ => None,
+    };
+    for &p in partitions {
+        let (low, high) = marks[&p];
+        let offset = match start {
+            Start::End => high,
+            Start::Offset(o) => o.clamp(low, high),
+            _ => match by_time
+                .as_ref()
+                .and_then(|t| t.find_partition(topic, p))
+                .map(|e| e.offset())
+            {
+                Some(Offset::Offset(o)) => o.clamp(low, high),
+                _ => high,
+            },
+        };
+        tpl.add_partition_offset(topic, p, Offset::Offset(offset))?;
+    }
+    Ok(tpl)
+}
+
+fn print_records(
+    consumer: &Reader,
+    args: &Args,
+    partitions: &[i32],
+    since: Option<i64>,
+) -> Result<i32, Error> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut printed = 0u64;
@@ -177,6 +226,14 @@ fn print_records(consumer: &Reader, args: &Args, partitions: &[i32]) -> Result<i
             Ok(m) => {
                 at_end.remove(&m.partition());
                 idle_since = Instant::now();
+                // The broker's time index finds the first record at or after the time; records
+                // stamped earlier than it after that one (timestamps set by producers need not
+                // grow) are left out too, so the output is exactly what was stamped since.
+                if let (Some(since), Some(ts)) = (since, m.timestamp().to_millis())
+                    && ts < since
+                {
+                    continue;
+                }
                 let headers = m
                     .headers()
                     .map(|h| h.iter().map(|h| (h.key, h.value)).collect())
