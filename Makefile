@@ -191,6 +191,8 @@ urls: ## Print where everything is
 	@printf '\n  Order API     http://localhost:8080/orders\n'
 	@printf '  Notifications http://localhost:8082/notifications\n'
 	@printf '  Stock         http://localhost:8083/stock\n'
+	@printf '  Processor     http://localhost:8084/state/<key>\n'
+	@printf '  Kafka         localhost:9092   (kafka-console -b localhost:9092 topics list)\n'
 	@printf '  Jaeger UI     http://localhost:16686   (make jaeger)\n\n'
 	@printf '  make scale-payment REPLICAS=3   watch the payment group take the partitions over\n'
 	@printf '  make logs SERVICE=payment       follow one service\n\n'

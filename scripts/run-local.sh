@@ -107,7 +107,7 @@ cat >&2 <<MSG
   Notifications:      curl -s 'localhost:8082/notifications?limit=5'
   Stock:              curl -s localhost:8083/stock
   The seeds' numbers demo, in two more terminals:
-                      $CONSOLE produce -t input-topic
+                      $CONSOLE produce -t input-topic -k demo
                       $CONSOLE consume -t output-topic --follow --from end --pretty
   A key's aggregate:  curl -s localhost:8084/state/<key>
   Payments per user and minute:
