@@ -192,6 +192,67 @@ async fn a_processor_killed_mid_stream_continues_its_aggregates_from_the_changel
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn aggregates_move_with_their_partitions_in_a_rebalance() {
+    let broker = Broker::start_system();
+    let test = "stream_rebalance";
+    let mut first = Service::start(test, "stream-processor", &broker, &[]);
+    first.wait_ready().await;
+    let writer = Writer::new(&broker.bootstrap);
+    let keys = ["r1", "r2", "r3", "r4", "r5", "r6"];
+    let mut inputs: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut write = async |from: usize, to: usize| {
+        for i in from..to {
+            let key = keys[i % keys.len()];
+            let n = (i % 17) as f64 - 3.0;
+            writer
+                .write(topics::INPUT, key, n.to_string().as_bytes())
+                .await;
+            inputs.entry(key.to_owned()).or_default().push(n);
+        }
+    };
+    write(0, 120).await;
+    // A second member joins, then the first leaves: every partition is revoked from one member
+    // and assigned to the other, which restores its state from the changelog.
+    let second = Service::start(test, "stream-processor", &broker, &[]);
+    second.wait_ready().await;
+    write(120, 180).await;
+    first.signal("TERM");
+    first.wait_exit(Duration::from_secs(30)).await;
+    write(180, 300).await;
+    let outputs = eventually(
+        "an output for each of 300 inputs",
+        Duration::from_secs(60),
+        || async {
+            let out = read_all(&broker.bootstrap, topics::OUTPUT).await;
+            let ids: std::collections::HashSet<_> =
+                out.iter().map(|r| r.json()["event_id"].clone()).collect();
+            (ids.len() >= 300).then_some(out)
+        },
+    )
+    .await;
+    check_against_reference(&outputs_by_key(&outputs), &inputs);
+    eventually(
+        "the second member to hold every partition",
+        Duration::from_secs(30),
+        || async {
+            let (status, body) = second.readyz().await;
+            (status == 200 && body["assignment"]["count"] == 15).then_some(())
+        },
+    )
+    .await;
+    let restored: u64 = second
+        .logged("state restored")
+        .iter()
+        .filter(|l| l["store"] == "aggregates")
+        .filter_map(|l| l["records"].as_u64())
+        .sum();
+    assert!(
+        restored > 0,
+        "the second member restored what the first had written"
+    );
+}
+
 fn payment(user_id: u64, at: DateTime<Utc>, declined: bool, cents: i64) -> PaymentProcessed {
     PaymentProcessed {
         event_id: Uuid::new_v4(),

@@ -436,3 +436,66 @@ fn read_partition(
     .map_err(restore_err)?;
     Ok(records)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(p: &mut Partition<u32>, f: impl FnOnce(&mut Writer<'_, u32>)) -> Vec<Change> {
+        let mut w = Writer {
+            partition: p,
+            changes: Vec::new(),
+        };
+        f(&mut w);
+        w.changes
+    }
+
+    #[test]
+    fn changes_are_recorded_in_the_order_made_and_deletes_are_tombstones() {
+        let mut p = Partition::default();
+        let changes = write(&mut p, |w| {
+            w.put("a", 1);
+            w.put("b", 2);
+            w.put("a", 3);
+            w.delete("b");
+            w.delete("never-there");
+        });
+        let keys: Vec<(&str, Option<&[u8]>)> = changes
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_deref()))
+            .collect();
+        assert_eq!(
+            keys,
+            vec![
+                ("a", Some(b"1".as_slice())),
+                ("b", Some(b"2".as_slice())),
+                ("a", Some(b"3".as_slice())),
+                ("b", None)
+            ]
+        );
+        assert_eq!(p.entries, HashMap::from([("a".to_owned(), 3)]));
+    }
+
+    #[test]
+    fn eviction_removes_the_oldest_first_and_spares_the_kept() {
+        let mut p = Partition::default();
+        write(&mut p, |w| {
+            w.put("level", 0);
+            for i in 1..=5 {
+                w.put(&format!("k{i}"), i);
+            }
+            // Written again: keeps its place as the oldest window key.
+            w.put("k1", 10);
+        });
+        let changes = write(&mut p, |w| w.evict_to(3, |k| k == "level"));
+        let deleted: Vec<&str> = changes.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(deleted, vec!["k1", "k2", "k3"]);
+        assert!(changes.iter().all(|(_, v)| v.is_none()));
+        let mut left: Vec<&String> = p.entries.keys().collect();
+        left.sort();
+        assert_eq!(left, vec!["k4", "k5", "level"]);
+        // Nothing but kept keys left to evict: the limit cannot be met, and nothing loops.
+        let changes = write(&mut p, |w| w.evict_to(0, |_| true));
+        assert!(changes.is_empty());
+    }
+}
