@@ -20,7 +20,9 @@ CHART ?= charts/kafka-microservices
 KAFKA_PROFILE ?= dev
 STRIMZI_VERSION ?= 1.2.0
 STRIMZI_CHART ?= oci://quay.io/strimzi-helm/strimzi-kafka-operator
-SERVICES ?= order payment notification inventory stream-processor loadgen kafka-console
+CNPG_VERSION ?= 1.30.0
+CNPG_MANIFEST ?= https://raw.githubusercontent.com/cloudnative-pg/cloudnative-pg/release-$(basename $(CNPG_VERSION))/releases/cnpg-$(CNPG_VERSION).yaml
+SERVICES ?= order payment notification inventory stream-processor accounts loadgen kafka-console
 IMAGE_REPOSITORY ?= kafka-microservices
 IMAGE_TAG ?= dev-$(shell git rev-parse --short HEAD 2>/dev/null || echo local)
 REPLICAS ?= 3
@@ -106,7 +108,7 @@ prereqs: ## Check that docker, kind, kubectl and helm are installed
 	$(DOCKER) info >/dev/null 2>&1 || { echo "docker is installed but its daemon does not answer: start Docker" >&2; exit 1; }
 
 .PHONY: kind-up
-kind-up: prereqs cluster strimzi kafka jaeger-install images deploy ## Create the kind cluster and install Strimzi, Kafka, Jaeger and the services
+kind-up: prereqs cluster strimzi cnpg kafka jaeger-install images deploy ## Create the kind cluster and install Strimzi, CloudNativePG, Kafka, Jaeger and the services
 	$(call step,ready)
 	@$(MAKE) -s urls
 
@@ -133,6 +135,14 @@ strimzi: ## Install the Strimzi operator at STRIMZI_VERSION and wait for its CRD
 	  crd/kafkas.kafka.strimzi.io crd/kafkanodepools.kafka.strimzi.io \
 	  crd/kafkatopics.kafka.strimzi.io crd/kafkausers.kafka.strimzi.io \
 	  || { echo "strimzi: CRDs not established; kubectl get crd | grep strimzi" >&2; exit 1; }
+
+.PHONY: cnpg
+cnpg: ## Install the CloudNativePG operator at CNPG_VERSION (PostgreSQL for accounts) and wait for it
+	$(call step,CloudNativePG operator $(CNPG_VERSION))
+	$(KUBECTL) apply --server-side -f $(CNPG_MANIFEST) >/dev/null \
+	  || { echo "cnpg: could not apply $(CNPG_MANIFEST)" >&2; exit 1; }
+	$(KUBECTL) rollout status deployment/cnpg-controller-manager --namespace cnpg-system --timeout=180s \
+	  || { echo "cnpg: the operator is not ready; kubectl -n cnpg-system get pods" >&2; exit 1; }
 
 .PHONY: kafka
 kafka: ## Create the Kafka cluster (KAFKA_PROFILE=dev: 1 node, ha: 3 nodes) and wait until it is Ready
@@ -192,6 +202,7 @@ urls: ## Print where everything is
 	@printf '  Notifications http://localhost:8082/notifications\n'
 	@printf '  Stock         http://localhost:8083/stock\n'
 	@printf '  Processor     http://localhost:8084/state/<key>\n'
+	@printf '  Accounts      http://localhost:8085/   (register and log in)\n'
 	@printf '  Kafka         localhost:9092   (kafka-console -b localhost:9092 topics list)\n'
 	@printf '  Jaeger UI     http://localhost:16686   (make jaeger)\n\n'
 	@printf '  make scale-payment REPLICAS=3   watch the payment group take the partitions over\n'

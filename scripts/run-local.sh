@@ -3,20 +3,21 @@
 # topics (every topic of crates/events/src/topics.rs, created by the console tool), and every
 # service with the order generator on. Ctrl-C stops everything cleanly.
 #
-# Knobs (environment): KAFKA_PORT (9092), ORDER_GENERATOR_RATE (2 orders/s), PROFILE (dev|release),
-# OTEL_EXPORTER_OTLP_ENDPOINT (unset: no trace export), RUST_LOG (info).
+# Knobs (environment): KAFKA_PORT (9092), POSTGRES_PORT (5433), ORDER_GENERATOR_RATE (2 orders/s),
+# PROFILE (dev|release), OTEL_EXPORTER_OTLP_ENDPOINT (unset: no trace export), RUST_LOG (info).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 KAFKA_PORT="${KAFKA_PORT:-9092}"
+POSTGRES_PORT="${POSTGRES_PORT:-5433}"
 PROFILE="${PROFILE:-dev}"
 RUN_DIR="$ROOT/.run"
 LOGS="$RUN_DIR/logs"
 BOOTSTRAP="127.0.0.1:$KAFKA_PORT"
 # name http-port ops-port
 SERVICES=("order 8080 9180" "payment - 9181" "notification 8082 9182" "inventory 8083 9183"
-  "stream-processor 8084 9184")
+  "stream-processor 8084 9184" "accounts 8085 9185")
 
 step() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'run-local: %s\n' "$*" >&2; exit 1; }
@@ -25,11 +26,16 @@ port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 pids=()
 broker_pid=""
+postgres_started=""
 cleanup() {
   trap - INT TERM EXIT
   step "stopping services (SIGTERM, graceful drain)"
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  if [ -n "$postgres_started" ]; then
+    step "stopping PostgreSQL"
+    scripts/postgres.sh stop "$RUN_DIR/postgres" || true
+  fi
   if [ -n "$broker_pid" ]; then
     step "stopping broker"
     kill "$broker_pid" 2>/dev/null || true
@@ -38,8 +44,9 @@ cleanup() {
   step "stopped; logs are in ${LOGS#"$ROOT"/}/"
 }
 
-step "installing the broker (pinned, into .tools/)"
+step "installing the broker and PostgreSQL (pinned, into .tools/)"
 scripts/install-tools.sh broker
+scripts/install-tools.sh postgres
 TANSU="$ROOT/.tools/bin/tansu"
 
 step "building the services (profile $PROFILE)"
@@ -53,6 +60,7 @@ for s in "${SERVICES[@]}"; do
     port_busy "$p" && die "port $p is in use (is another run still going? set KAFKA_PORT for the broker)"
   done
 done
+port_busy "$POSTGRES_PORT" && die "port $POSTGRES_PORT is in use (set POSTGRES_PORT)"
 
 mkdir -p "$LOGS"
 trap cleanup EXIT
@@ -68,6 +76,11 @@ broker_pid=$!
 for _ in $(seq 100); do port_busy "$KAFKA_PORT" && break; sleep 0.1; done
 port_busy "$KAFKA_PORT" || die "the broker did not start; see $LOGS/broker.log"
 
+step "starting PostgreSQL on 127.0.0.1:$POSTGRES_PORT (a throwaway cluster in .run/postgres)"
+scripts/postgres.sh wipe "$RUN_DIR/postgres"
+DATABASE_URL="$(scripts/postgres.sh start "$RUN_DIR/postgres" "$POSTGRES_PORT")"
+postgres_started=1
+
 step "creating topics"
 env -u OTEL_EXPORTER_OTLP_ENDPOINT "$BIN/kafka-console" -b "$BOOTSTRAP" topics create --all \
   | sed 's/^/    /' >&2
@@ -80,7 +93,7 @@ for s in "${SERVICES[@]}"; do
   setsid env KAFKA_BOOTSTRAP_SERVERS="$BOOTSTRAP" KAFKA_SESSION_TIMEOUT_MS=6000 \
     KAFKA_DRAIN_TIMEOUT_MS=5000 KAFKA_DELIVERY_TIMEOUT_MS=5000 KAFKA_FETCH_WAIT_MAX_MS=10 \
     OPS_ADDR="127.0.0.1:$ops" HTTP_ADDR="127.0.0.1:${http/-/0}" \
-    ORDER_GENERATOR_RATE="${ORDER_GENERATOR_RATE:-2}" \
+    ORDER_GENERATOR_RATE="${ORDER_GENERATOR_RATE:-2}" DATABASE_URL="$DATABASE_URL" \
     "$BIN/$name" >"$LOGS/$name.log" 2>&1 &
   pids+=($!)
 done
@@ -112,8 +125,11 @@ cat >&2 <<MSG
   A key's aggregate:  curl -s localhost:8084/state/<key>
   Payments per user and minute:
                       $CONSOLE consume -t payment-windows --follow
+  Accounts:           open http://localhost:8085/ to register and log in; the events arrive on
+                      $CONSOLE consume -t login-events --follow --from end
+                      (PostgreSQL: psql -h 127.0.0.1 -p $POSTGRES_PORT -U postgres -c 'select * from events')
   Ops (per service):  order :9180  payment :9181  notification :9182  inventory :9183
-                      stream-processor :9184    /healthz  /readyz  /metrics
+                      stream-processor :9184  accounts :9185    /healthz  /readyz  /metrics
   Logs:               tail -f ${LOGS#"$ROOT"/}/*.log
 
   Ctrl-C stops everything.

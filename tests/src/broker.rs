@@ -24,7 +24,7 @@ fn tansu() -> PathBuf {
     .clone()
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
@@ -52,14 +52,21 @@ impl Broker {
 
     /// Starts a broker on a given port (a test can reserve the address before the broker exists).
     pub fn start_on(port: u16) -> Self {
+        Self::start_advertising(port, port)
+    }
+
+    /// Starts a broker on `port` that tells clients to connect to `advertised` (a proxy in
+    /// front of it); `bootstrap` is the advertised address.
+    pub fn start_advertising(port: u16, advertised: u16) -> Self {
         let url = format!("tcp://127.0.0.1:{port}");
+        let advertised_url = format!("tcp://127.0.0.1:{advertised}");
         let child = Command::new(tansu())
             .args([
                 "broker",
                 "--listener-url",
                 &url,
                 "--advertised-listener-url",
-                &url,
+                &advertised_url,
             ])
             // The broker would otherwise export its own traces into a test's collector.
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
@@ -68,15 +75,16 @@ impl Broker {
             .stderr(Stdio::null())
             .spawn()
             .expect("start tansu");
-        let bootstrap = format!("127.0.0.1:{port}");
+        let listening = format!("127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(&bootstrap).is_err() {
+        while std::net::TcpStream::connect(&listening).is_err() {
             assert!(
                 Instant::now() < deadline,
-                "broker did not listen on {bootstrap}"
+                "broker did not listen on {listening}"
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+        let bootstrap = format!("127.0.0.1:{advertised}");
         Self { bootstrap, child }
     }
 

@@ -8,12 +8,15 @@ pub mod audit;
 pub mod broker;
 pub mod deploy;
 pub mod otlp;
+pub mod postgres;
 pub mod procfs;
+pub mod proxy;
 pub mod service;
 pub mod topics;
 
 pub use broker::Broker;
 pub use otlp::Collector;
+pub use postgres::Postgres;
 pub use service::{Feeder, Service, Stack};
 
 use std::future::Future;

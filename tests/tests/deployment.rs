@@ -42,6 +42,7 @@ async fn the_charts_environment_starts_the_real_binaries() {
     let objects = render(&[]);
     let broker = Broker::start_system();
     let collector = Collector::start().await;
+    let postgres = system_tests::Postgres::start("chart_environment_postgres");
     let grace =
         deployments(&objects)[0]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
             .as_u64()
@@ -56,6 +57,17 @@ async fn the_charts_environment_starts_the_real_binaries() {
             .iter()
             .map(|e| {
                 let key = e["name"].as_str().expect("name").to_owned();
+                // A secret is referenced, never written: the database URL comes from the
+                // CloudNativePG Secret; here, from the test's own PostgreSQL.
+                if let Some(secret) = e["valueFrom"]["secretKeyRef"].as_object() {
+                    assert_eq!(
+                        key, "DATABASE_URL",
+                        "{name}: the one secret is the database URL"
+                    );
+                    assert_eq!(secret["name"], "accounts-db-app");
+                    assert_eq!(secret["key"], "uri");
+                    return (key, postgres.url.clone());
+                }
                 let value = e["value"]
                     .as_str()
                     .unwrap_or_else(|| panic!("{name}: {key} has no literal value"));

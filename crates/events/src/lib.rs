@@ -8,6 +8,7 @@
 
 mod amount;
 mod inventory;
+mod login;
 mod notification;
 mod order;
 mod payment;
@@ -15,6 +16,7 @@ pub mod processor;
 
 pub use amount::Amount;
 pub use inventory::{InventoryEvent, InventoryStatus, Shortage};
+pub use login::{LoginEvent, LoginEventType};
 pub use notification::NotificationSent;
 pub use order::{LineItem, NewOrder, OrderCreated, ValidationError, limits};
 pub use payment::{PaymentProcessed, PaymentStatus};

@@ -7,6 +7,8 @@ pub const ORDERS: &str = "orders";
 pub const PAYMENTS: &str = "payments";
 pub const INVENTORY: &str = "inventory";
 pub const NOTIFICATIONS: &str = "notifications";
+/// Registrations and logins, keyed by username (the seeds' Demo 2: 3 partitions).
+pub const LOGIN_EVENTS: &str = "login-events";
 /// The seeds' demo topics: numbers typed at a prompt in, results out.
 pub const INPUT: &str = "input-topic";
 pub const OUTPUT: &str = "output-topic";
@@ -78,6 +80,7 @@ pub const ALL: &[Topic] = &[
     PAYMENTS_T,
     topic(INVENTORY, 3, false),
     topic(NOTIFICATIONS, 6, false),
+    topic(LOGIN_EVENTS, 3, false),
     INPUT_T,
     topic(OUTPUT, 3, false),
     PAYMENTS_BY_USER_T,

@@ -23,6 +23,9 @@ use tokio_util::sync::CancellationToken;
 pub struct Gate {
     name: String,
     blocked_by: Arc<RwLock<Option<String>>>,
+    /// False for a check `/readyz` shows without failing on it (a dependency the service can
+    /// work without for a while).
+    blocking: bool,
 }
 
 impl Gate {
@@ -80,9 +83,20 @@ impl Readiness {
 
     /// A gate whose name is made at run time (`state:<store>`).
     pub fn gate_named(&self, name: impl Into<String>, initial_reason: impl Into<String>) -> Gate {
+        self.add(name.into(), initial_reason.into(), true)
+    }
+
+    /// A check shown in `/readyz` that does not make it fail: a dependency the service keeps
+    /// working without (accounts writes its events to an outbox while the broker is away).
+    pub fn informational(&self, name: &'static str, initial_reason: impl Into<String>) -> Gate {
+        self.add(name.to_owned(), initial_reason.into(), false)
+    }
+
+    fn add(&self, name: String, initial_reason: String, blocking: bool) -> Gate {
         let gate = Gate {
-            name: name.into(),
-            blocked_by: Arc::new(RwLock::new(Some(initial_reason.into()))),
+            name,
+            blocked_by: Arc::new(RwLock::new(Some(initial_reason))),
+            blocking,
         };
         self.gates.lock().expect("gates lock").push(gate.clone());
         gate
@@ -102,7 +116,9 @@ impl Readiness {
                     checks.insert(gate.name.clone(), json!("ok"));
                 }
                 Some(reason) => {
-                    reasons.push(format!("{}: {reason}", gate.name));
+                    if gate.blocking {
+                        reasons.push(format!("{}: {reason}", gate.name));
+                    }
                     checks.insert(gate.name.clone(), json!(reason));
                 }
             }

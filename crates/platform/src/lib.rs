@@ -101,6 +101,17 @@ impl Runtime {
         topics: Vec<String>,
         shutdown: CancellationToken,
     ) -> Result<Self, Error> {
+        Self::start_with(config, topics, true, shutdown).await
+    }
+
+    /// [`start`](Self::start), where `broker_gates_readiness: false` shows the broker's state in
+    /// `/readyz` without failing it (for a service that keeps working while the broker is away).
+    pub async fn start_with(
+        config: &ServiceConfig,
+        topics: Vec<String>,
+        broker_gates_readiness: bool,
+        shutdown: CancellationToken,
+    ) -> Result<Self, Error> {
         let metrics = Metrics::new();
         let readiness = Readiness::new(shutdown.clone());
         let router = http::ops_router(readiness.clone(), metrics.clone());
@@ -111,12 +122,12 @@ impl Runtime {
                 source,
             })?;
         let publisher = kafka::Publisher::new(&config.kafka, metrics.clone())?;
-        let probe = kafka::BrokerProbe::spawn(
-            &publisher,
-            topics,
-            readiness.gate("broker", "not probed yet"),
-            shutdown,
-        );
+        let gate = if broker_gates_readiness {
+            readiness.gate("broker", "not probed yet")
+        } else {
+            readiness.informational("broker", "not probed yet")
+        };
+        let probe = kafka::BrokerProbe::spawn(&publisher, topics, gate, shutdown);
         Ok(Self {
             metrics,
             readiness,
