@@ -4,7 +4,9 @@
 //! letters; `GET /state/{key}`.
 
 use chrono::{DateTime, Utc};
-use events::{Aggregate, Amount, PaymentProcessed, PaymentStatus, topics};
+use events::{
+    Aggregate, Amount, LoginEvent, LoginEventType, PaymentProcessed, PaymentStatus, topics,
+};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -232,12 +234,22 @@ async fn aggregates_move_with_their_partitions_in_a_rebalance() {
     )
     .await;
     check_against_reference(&outputs_by_key(&outputs), &inputs);
+    // Every partition of the group's four topics.
+    let all: i32 = [
+        topics::INPUT,
+        topics::PAYMENTS,
+        topics::PAYMENTS_BY_USER,
+        topics::LOGIN_EVENTS,
+    ]
+    .iter()
+    .map(|t| topics::get(t).expect("a topic of the table").partitions)
+    .sum();
     eventually(
         "the second member to hold every partition",
         Duration::from_secs(30),
         || async {
             let (status, body) = second.readyz().await;
-            (status == 200 && body["assignment"]["count"] == 15).then_some(())
+            (status == 200 && body["assignment"]["count"] == all).then_some(())
         },
     )
     .await;
@@ -367,5 +379,71 @@ async fn payments_are_counted_per_user_per_minute_and_late_ones_are_dropped() {
         rekeyed
             .iter()
             .all(|r| r.key.as_deref() == Some("7") || r.key.as_deref() == Some("8"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failed_logins_per_username_per_minute_flag_a_brute_force_attempt() {
+    let broker = Broker::start_system();
+    let processor = Service::start("stream_logins", "stream-processor", &broker, &[]);
+    processor.wait_ready().await;
+    let writer = Writer::new(&broker.bootstrap);
+    let t0: DateTime<Utc> = "2026-11-22T10:00:00Z".parse().expect("time");
+    let login = |username: &str, event_type: LoginEventType, s: i64| LoginEvent {
+        event_id: Uuid::new_v4(),
+        event_type,
+        occurred_at: t0 + chrono::Duration::milliseconds(s),
+        username: username.to_owned(),
+        failed_attempts: None,
+        locked_until: None,
+    };
+    let mut events = vec![login("eve", LoginEventType::NewUserCreated, 500)];
+    for i in 1..=5 {
+        events.push(login("eve", LoginEventType::IncorrectPassword, i * 1_000));
+    }
+    events.push(login("eve", LoginEventType::LoginSucceeded, 9_000));
+    events.push(login("bob", LoginEventType::LoginSucceeded, 2_000));
+    // Past 10:01:10 for each username's partition: their 10:00 windows close.
+    events.push(login("eve", LoginEventType::IncorrectPassword, 75_000));
+    events.push(login("bob", LoginEventType::LoginSucceeded, 80_000));
+    for e in &events {
+        let payload = serde_json::to_vec(e).expect("json");
+        writer
+            .write(topics::LOGIN_EVENTS, &e.username, &payload)
+            .await;
+    }
+    let windows = eventually(
+        "both 10:00 login windows",
+        Duration::from_secs(30),
+        || async {
+            let w = read_all(&broker.bootstrap, topics::LOGIN_WINDOWS).await;
+            (w.len() >= 2).then_some(w)
+        },
+    )
+    .await;
+    let by_name: HashMap<String, Value> = windows
+        .iter()
+        .map(|r| (r.key.clone().expect("key"), r.json()))
+        .collect();
+    let eve = &by_name["eve"];
+    assert_eq!(eve["window_start"], "2026-11-22T10:00:00Z");
+    assert_eq!(
+        (eve["attempts"].as_u64(), eve["failed"].as_u64()),
+        (Some(6), Some(5)),
+        "{eve}"
+    );
+    assert_eq!(eve["suspected_brute_force"], true);
+    let bob = &by_name["bob"];
+    assert_eq!(
+        (bob["attempts"].as_u64(), bob["failed"].as_u64()),
+        (Some(1), Some(0)),
+        "{bob}"
+    );
+    assert_eq!(bob["suspected_brute_force"], false);
+    let (status, body) = state(&processor, "eve").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["login_windows"][0]["open_windows"][0]["window_start"], "2026-11-22T10:01:00Z",
+        "{body}"
     );
 }

@@ -20,7 +20,7 @@ pub use login::{LoginEvent, LoginEventType};
 pub use notification::NotificationSent;
 pub use order::{LineItem, NewOrder, OrderCreated, ValidationError, limits};
 pub use payment::{PaymentProcessed, PaymentStatus};
-pub use processor::{Aggregate, NumberProcessed, PaymentWindowClosed};
+pub use processor::{Aggregate, LoginWindowClosed, NumberProcessed, PaymentWindowClosed};
 
 use serde::de::DeserializeOwned;
 

@@ -1,5 +1,6 @@
 //! The stream processor's outputs: `number_processed` on `output-topic` (the seeds' numbers demo)
-//! and `payment_window_closed` on `payment-windows` (payments per user per minute).
+//! `payment_window_closed` on `payment-windows` (payments per user per minute) and
+//! `login_window_closed` on `login-windows` (login attempts per username per minute).
 
 use crate::{Amount, Event, ValidationError};
 use chrono::{DateTime, Utc};
@@ -100,6 +101,36 @@ impl PaymentWindowClosed {
 }
 
 impl Event for PaymentWindowClosed {
+    const EVENT_TYPES: &'static [&'static str] = &[Self::EVENT_TYPE];
+
+    fn validate(&self) -> Result<(), ValidationError> {
+        Ok(())
+    }
+}
+
+/// One username's login attempts in one closed one-minute window (by the events' `occurred_at`).
+/// `event_id` is derived from the username and the window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginWindowClosed {
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub occurred_at: DateTime<Utc>,
+    pub username: String,
+    pub window_start: DateTime<Utc>,
+    pub window_end: DateTime<Utc>,
+    /// `login_succeeded`, `incorrect_password` and `unknown_user` events.
+    pub attempts: u64,
+    /// `incorrect_password` and `unknown_user` events.
+    pub failed: u64,
+    /// At least the configured number of failures in the window.
+    pub suspected_brute_force: bool,
+}
+
+impl LoginWindowClosed {
+    pub const EVENT_TYPE: &'static str = "login_window_closed";
+}
+
+impl Event for LoginWindowClosed {
     const EVENT_TYPES: &'static [&'static str] = &[Self::EVENT_TYPE];
 
     fn validate(&self) -> Result<(), ValidationError> {

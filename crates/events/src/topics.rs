@@ -16,11 +16,14 @@ pub const OUTPUT: &str = "output-topic";
 pub const PAYMENTS_BY_USER: &str = "stream-processor-payments-by-user-repartition";
 /// One record per user per closed one-minute window.
 pub const PAYMENT_WINDOWS: &str = "payment-windows";
+/// One record per username per closed one-minute window of login attempts.
+pub const LOGIN_WINDOWS: &str = "login-windows";
 /// Changelogs of the state stores (`platform::state`): as many partitions as the input.
 pub const NOTIFICATION_SENT_CHANGELOG: &str = "notification-sent-changelog";
 pub const INVENTORY_STOCK_CHANGELOG: &str = "inventory-stock-changelog";
 pub const AGGREGATES_CHANGELOG: &str = "stream-processor-aggregates-changelog";
 pub const WINDOWS_CHANGELOG: &str = "stream-processor-windows-changelog";
+pub const LOGIN_WINDOWS_CHANGELOG: &str = "stream-processor-login-windows-changelog";
 
 /// How a topic gives up old records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +76,7 @@ const ORDERS_T: Topic = topic(ORDERS, 6, true);
 const PAYMENTS_T: Topic = topic(PAYMENTS, 6, true);
 const INPUT_T: Topic = topic(INPUT, 3, true);
 const PAYMENTS_BY_USER_T: Topic = topic(PAYMENTS_BY_USER, 6, true);
+const LOGIN_EVENTS_T: Topic = topic(LOGIN_EVENTS, 3, true);
 
 /// The system's topics. Dead-letter topics are implied by `dead_letters`; see [`with_dead_letters`].
 pub const ALL: &[Topic] = &[
@@ -80,7 +84,8 @@ pub const ALL: &[Topic] = &[
     PAYMENTS_T,
     topic(INVENTORY, 3, false),
     topic(NOTIFICATIONS, 6, false),
-    topic(LOGIN_EVENTS, 3, false),
+    LOGIN_EVENTS_T,
+    topic(LOGIN_WINDOWS, 3, false),
     INPUT_T,
     topic(OUTPUT, 3, false),
     PAYMENTS_BY_USER_T,
@@ -89,6 +94,7 @@ pub const ALL: &[Topic] = &[
     changelog(INVENTORY_STOCK_CHANGELOG, ORDERS_T),
     changelog(AGGREGATES_CHANGELOG, INPUT_T),
     changelog(WINDOWS_CHANGELOG, PAYMENTS_BY_USER_T),
+    changelog(LOGIN_WINDOWS_CHANGELOG, LOGIN_EVENTS_T),
 ];
 
 /// Every topic to create: [`ALL`] and, for each that has one, its dead-letter topic, named by
@@ -126,6 +132,7 @@ mod tests {
             (INVENTORY_STOCK_CHANGELOG, ORDERS),
             (AGGREGATES_CHANGELOG, INPUT),
             (WINDOWS_CHANGELOG, PAYMENTS_BY_USER),
+            (LOGIN_WINDOWS_CHANGELOG, LOGIN_EVENTS),
         ] {
             let (c, i) = (get(changelog).unwrap(), get(input).unwrap());
             assert_eq!(c.partitions, i.partitions, "{changelog} vs {input}");

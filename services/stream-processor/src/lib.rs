@@ -7,9 +7,12 @@
 //!   `stream-processor-payments-by-user-repartition` (so one user's payments meet in one
 //!   partition), then counted per user in tumbling one-minute windows by event time; each closed
 //!   window goes to `payment-windows`, flagged when it holds enough declines to look like a
-//!   stolen card being tested.
+//!   stolen card being tested;
+//! - **login windows**: `login-events` (keyed by username already) counted per username in the
+//!   same one-minute windows; each closed window goes to `login-windows`, flagged as a suspected
+//!   brute-force attempt when it holds enough failed logins.
 //!
-//! `GET /state/{key}` answers a key's aggregate and a user's open windows.
+//! `GET /state/{key}` answers a key's aggregate and its open windows.
 
 pub mod numbers;
 pub mod windows;
@@ -19,23 +22,20 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::Utc;
-use events::{PaymentProcessed, topics};
+use events::{LoginEvent, PaymentProcessed, topics};
 use numbers::{KEYLESS, KeyState, Source, Step};
 use platform::config::{ConfigError, Env};
 use platform::http::ApiError;
 use platform::kafka::{HandleError, Handler, Publisher, RecordMeta, Rejection};
 use platform::state::Store;
 use platform::{Api, ConsumerService, ServiceConfig, Subscription};
-use prometheus::{
-    IntCounter, IntCounterVec, register_int_counter_vec_with_registry,
-    register_int_counter_with_registry,
-};
+use prometheus::{IntCounterVec, register_int_counter_vec_with_registry};
 use serde_json::json;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use tokio_util::sync::CancellationToken;
-use windows::{Added, Rules, UserWindows};
+use windows::{Added, Observation, Rules, UserWindows, Window};
 
 pub const SERVICE: &str = "stream-processor";
 
@@ -48,6 +48,8 @@ pub struct Config {
     pub window_grace_ms: i64,
     /// `STREAM_CARD_TESTING_DECLINES`: declines in one window that flag it.
     pub card_testing_declines: u64,
+    /// `STREAM_BRUTE_FORCE_FAILURES`: failed logins of one username in one window that flag it.
+    pub brute_force_failures: u64,
 }
 
 impl Config {
@@ -67,6 +69,12 @@ impl Config {
                 "a positive whole number",
                 |n: &u64| *n > 0,
             )?,
+            brute_force_failures: env.checked(
+                "STREAM_BRUTE_FORCE_FAILURES",
+                5,
+                "a positive whole number",
+                |n: &u64| *n > 0,
+            )?,
         })
     }
 }
@@ -75,21 +83,32 @@ impl Config {
 pub enum Input {
     Number(f64),
     Payment(PaymentProcessed),
+    Login(LoginEvent),
 }
 
-struct Metrics {
-    late: IntCounter,
+/// Renders a closed window of a key: the record's payload, and whether the window is flagged.
+type Render = fn(&Rules, &str, i64, &Window) -> (Vec<u8>, bool);
+
+/// A windowed count over one input topic: its store, rules, output and metrics.
+struct WindowJob {
+    /// The `job` label of the metrics.
+    name: &'static str,
+    store: Store<UserWindows>,
+    rules: Rules,
+    output: &'static str,
+    /// The record published for a closed window, and whether it is flagged.
+    render: Render,
+    /// Stream time per partition of the input, rebuilt on restore.
+    stream_time: Mutex<HashMap<i32, i64>>,
+    late: IntCounterVec,
     closed: IntCounterVec,
 }
 
 struct Processor {
     publisher: Publisher,
     aggregates: Store<KeyState>,
-    windows: Store<UserWindows>,
-    rules: Rules,
-    /// Stream time per partition of the repartition topic, rebuilt on restore.
-    stream_time: Mutex<HashMap<i32, i64>>,
-    metrics: Metrics,
+    payments: WindowJob,
+    logins: WindowJob,
 }
 
 fn retriable(e: impl ToString) -> HandleError {
@@ -157,27 +176,31 @@ impl Processor {
             .map_err(retriable)?;
         Ok(())
     }
+}
 
-    /// Stage two: the user's window, and any window of the partition that closed.
-    async fn window(
+impl WindowJob {
+    /// Counts `event` in `key`'s window, then publishes (and drops) any window of the partition
+    /// that stream time has closed.
+    async fn handle(
         &self,
-        payment: &PaymentProcessed,
-        meta: &RecordMeta,
+        publisher: &Publisher,
+        key: &str,
+        event: &Observation,
+        partition: i32,
     ) -> Result<(), HandleError> {
-        let user = payment.user_id.to_string();
         let rules = self.rules;
-        let t = payment.occurred_at.timestamp_millis();
+        let t = event.at_ms;
         let ((added, closed), acks) = self
-            .windows
-            .write(meta.partition, |w| {
+            .store
+            .write(partition, |w| {
                 let mut times = self.stream_time.lock().expect("stream time lock");
-                let before = times.get(&meta.partition).copied();
-                let mut entry = w.get(&user).cloned().unwrap_or_default();
-                let added = rules.add(&mut entry, payment, before.unwrap_or(i64::MIN));
+                let before = times.get(&partition).copied();
+                let mut entry = w.get(key).cloned().unwrap_or_default();
+                let added = rules.add(&mut entry, event, before.unwrap_or(i64::MIN));
                 // Written in every case: see `platform::state` on idempotence.
-                w.put(&user, entry);
+                w.put(key, entry);
                 let now = before.map_or(t, |b| b.max(t));
-                times.insert(meta.partition, now);
+                times.insert(partition, now);
                 // Windows close only when stream time crosses a window end + grace; a partition
                 // just restored is looked over once.
                 let crossed = before.is_none_or(|b| {
@@ -185,9 +208,9 @@ impl Processor {
                 });
                 let mut closed = Vec::new();
                 if crossed {
-                    for (user, windows) in w.entries() {
+                    for (key, windows) in w.entries() {
                         for start in rules.closed(windows, now) {
-                            closed.push((user.clone(), start, windows.windows[&start].clone()));
+                            closed.push((key.clone(), start, windows.windows[&start].clone()));
                         }
                     }
                 }
@@ -196,45 +219,95 @@ impl Processor {
             .map_err(retriable)?;
         acks.await.map_err(retriable)?;
         if added == Added::Late {
-            self.metrics.late.inc();
-            tracing::debug!(user_id = payment.user_id, occurred_at = %payment.occurred_at, "late payment dropped: its window has closed");
+            self.late.with_label_values(&[self.name]).inc();
+            tracing::debug!(
+                job = self.name,
+                key,
+                at_ms = t,
+                "late event dropped: its window has closed"
+            );
         }
         if closed.is_empty() {
             return Ok(());
         }
         // Results first, then the windows go: a crash in between closes them again, identically.
-        for (user, start, window) in &closed {
-            let user_id: u64 = user.parse().unwrap_or_default();
-            let result = rules.result(user_id, *start, window);
-            let flagged = if result.suspected_card_testing {
-                "true"
-            } else {
-                "false"
-            };
-            if result.suspected_card_testing {
-                tracing::warn!(user_id, declined = result.declined, window_start = %result.window_start, "suspected card testing");
+        for (key, start, window) in &closed {
+            let (payload, flagged) = (self.render)(&rules, key, *start, window);
+            if flagged {
+                tracing::warn!(
+                    job = self.name,
+                    key,
+                    window_start_ms = start,
+                    flagged = window.flagged,
+                    "window flagged"
+                );
             }
-            let payload = serde_json::to_vec(&result).expect("events serialise");
-            self.publisher
-                .publish(topics::PAYMENT_WINDOWS, user, &payload)
+            publisher
+                .publish(self.output, key, &payload)
                 .await
                 .map_err(retriable)?;
-            self.metrics.closed.with_label_values(&[flagged]).inc();
+            let flag = if flagged { "true" } else { "false" };
+            self.closed.with_label_values(&[self.name, flag]).inc();
         }
         let ((), acks) = self
-            .windows
-            .write(meta.partition, |w| {
-                for (user, start, _) in &closed {
-                    if let Some(mut entry) = w.get(user).cloned()
+            .store
+            .write(partition, |w| {
+                for (key, start, _) in &closed {
+                    if let Some(mut entry) = w.get(key).cloned()
                         && entry.windows.remove(start).is_some()
                     {
-                        w.put(user, entry);
+                        w.put(key, entry);
                     }
                 }
             })
             .map_err(retriable)?;
         acks.await.map_err(retriable)
     }
+
+    /// Restores a partition's windows and its stream time.
+    async fn restore(&self, partition: i32) -> Result<(), String> {
+        self.store
+            .restore(partition)
+            .await
+            .map_err(|e| e.to_string())?;
+        let latest = self.store.read(partition, |entries| {
+            entries
+                .into_iter()
+                .flat_map(|e| e.values())
+                .map(|u| u.latest_ms)
+                .max()
+        });
+        let mut times = self.stream_time.lock().expect("stream time lock");
+        match latest {
+            Some(t) => times.insert(partition, t),
+            None => times.remove(&partition),
+        };
+        Ok(())
+    }
+
+    fn release(&self, partition: i32) {
+        self.store.release(partition);
+        self.stream_time
+            .lock()
+            .expect("stream time lock")
+            .remove(&partition);
+    }
+}
+
+fn payment_window(rules: &Rules, user: &str, start: i64, w: &Window) -> (Vec<u8>, bool) {
+    let r = rules.result(user.parse().unwrap_or_default(), start, w);
+    (
+        serde_json::to_vec(&r).expect("events serialise"),
+        r.suspected_card_testing,
+    )
+}
+
+fn login_window(rules: &Rules, username: &str, start: i64, w: &Window) -> (Vec<u8>, bool) {
+    let r = rules.login_result(username, start, w);
+    (
+        serde_json::to_vec(&r).expect("events serialise"),
+        r.suspected_brute_force,
+    )
 }
 
 impl Handler for Processor {
@@ -247,6 +320,13 @@ impl Handler for Processor {
                 .map_err(|reason| Rejection {
                     kind: "not_a_number",
                     reason,
+                })
+        } else if meta.topic == topics::LOGIN_EVENTS {
+            events::decode(payload)
+                .map(Input::Login)
+                .map_err(|e| Rejection {
+                    kind: e.kind(),
+                    reason: e.to_string(),
                 })
         } else {
             events::decode(payload)
@@ -264,7 +344,25 @@ impl Handler for Processor {
             Input::Payment(p) if meta.topic == topics::PAYMENTS => {
                 self.rekey(p, p.user_id.to_string()).await
             }
-            Input::Payment(p) => self.window(p, meta).await,
+            Input::Payment(p) => {
+                let key = p.user_id.to_string();
+                self.payments
+                    .handle(
+                        &self.publisher,
+                        &key,
+                        &Observation::payment(p),
+                        meta.partition,
+                    )
+                    .await
+            }
+            Input::Login(e) => match Observation::login(e) {
+                Some(o) => {
+                    self.logins
+                        .handle(&self.publisher, &e.username, &o, meta.partition)
+                        .await
+                }
+                None => Ok(()),
+            },
         }
     }
 
@@ -276,25 +374,8 @@ impl Handler for Processor {
                 .await
                 .map(drop)
                 .map_err(|e| e.to_string()),
-            topics::PAYMENTS_BY_USER => {
-                self.windows
-                    .restore(partition)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let latest = self.windows.read(partition, |entries| {
-                    entries
-                        .into_iter()
-                        .flat_map(|e| e.values())
-                        .map(|u| u.latest_ms)
-                        .max()
-                });
-                let mut times = self.stream_time.lock().expect("stream time lock");
-                match latest {
-                    Some(t) => times.insert(partition, t),
-                    None => times.remove(&partition),
-                };
-                Ok(())
-            }
+            topics::PAYMENTS_BY_USER => self.payments.restore(partition).await,
+            topics::LOGIN_EVENTS => self.logins.restore(partition).await,
             _ => Ok(()),
         }
     }
@@ -302,13 +383,8 @@ impl Handler for Processor {
     fn revoked(&self, topic: &str, partition: i32) {
         match topic {
             topics::INPUT => self.aggregates.release(partition),
-            topics::PAYMENTS_BY_USER => {
-                self.windows.release(partition);
-                self.stream_time
-                    .lock()
-                    .expect("stream time lock")
-                    .remove(&partition);
-            }
+            topics::PAYMENTS_BY_USER => self.payments.release(partition),
+            topics::LOGIN_EVENTS => self.logins.release(partition),
             _ => {}
         }
     }
@@ -317,11 +393,34 @@ impl Handler for Processor {
 #[derive(Clone)]
 struct Stores {
     aggregates: Store<KeyState>,
-    windows: Store<UserWindows>,
+    payment_windows: Store<UserWindows>,
+    login_windows: Store<UserWindows>,
 }
 
-/// `GET /state/{key}`: the key's aggregate (per partition, for keyless records), and, for a
-/// user id, the user's open payment windows. 404 when this member holds neither.
+/// The open windows of `key` in `store`, per partition held.
+fn open_windows(store: &Store<UserWindows>, key: &str) -> Vec<serde_json::Value> {
+    let mut found = Vec::new();
+    store.read_all(|partition, entries| {
+        if let Some(u) = entries.get(key) {
+            let open: Vec<_> = u
+                .windows
+                .iter()
+                .map(|(start, w)| {
+                    json!({
+                        "window_start": chrono::DateTime::<Utc>::from_timestamp_millis(*start),
+                        "count": w.count,
+                        "flagged": w.flagged,
+                    })
+                })
+                .collect();
+            found.push(json!({"partition": partition, "open_windows": open}));
+        }
+    });
+    found
+}
+
+/// `GET /state/{key}`: the key's aggregate (per partition, for keyless records), and its open
+/// windows as a user id (payments) and as a username (logins). 404 when this member holds none.
 async fn state(
     State(stores): State<Stores>,
     Path(key): Path<String>,
@@ -332,39 +431,30 @@ async fn state(
             aggregates.push(json!({"partition": partition, "aggregate": s.aggregate, "last_offset": s.last_offset}));
         }
     });
-    let mut windows = Vec::new();
-    stores.windows.read_all(|partition, entries| {
-        if let Some(u) = entries.get(&key) {
-            let open: Vec<_> = u
-                .windows
-                .iter()
-                .map(|(start, w)| {
-                    json!({
-                        "window_start": chrono::DateTime::<Utc>::from_timestamp_millis(*start),
-                        "payments": w.payments,
-                        "declined": w.declined,
-                    })
-                })
-                .collect();
-            windows.push(json!({"partition": partition, "open_windows": open}));
-        }
-    });
-    if aggregates.is_empty() && windows.is_empty() {
+    let payment_windows = open_windows(&stores.payment_windows, &key);
+    let login_windows = open_windows(&stores.login_windows, &key);
+    if aggregates.is_empty() && payment_windows.is_empty() && login_windows.is_empty() {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "unknown_key",
             format!(
-                "no state for key `{key}` on this member (held partitions: {:?} of {}, {:?} of {}); another replica may hold it",
+                "no state for key `{key}` on this member (it holds {:?} of {}, {:?} of {}, \
+                 {:?} of {}); another replica may hold it",
                 stores.aggregates.held(),
                 topics::INPUT,
-                stores.windows.held(),
-                topics::PAYMENTS_BY_USER
+                stores.payment_windows.held(),
+                topics::PAYMENTS_BY_USER,
+                stores.login_windows.held(),
+                topics::LOGIN_EVENTS,
             ),
         ));
     }
-    Ok(Json(
-        json!({"key": key, "aggregates": aggregates, "payment_windows": windows}),
-    ))
+    Ok(Json(json!({
+        "key": key,
+        "aggregates": aggregates,
+        "payment_windows": payment_windows,
+        "login_windows": login_windows,
+    })))
 }
 
 /// Builds the service: binds its ports (read them back from the value), creates its clients and
@@ -375,34 +465,46 @@ pub async fn build(
 ) -> Result<ConsumerService<impl Handler>, platform::Error> {
     let subscription = Subscription {
         group: "stream-processor",
-        topics: &[topics::INPUT, topics::PAYMENTS, topics::PAYMENTS_BY_USER],
+        topics: &[
+            topics::INPUT,
+            topics::PAYMENTS,
+            topics::PAYMENTS_BY_USER,
+            topics::LOGIN_EVENTS,
+        ],
         writes: &[
             topics::OUTPUT,
             topics::PAYMENT_WINDOWS,
+            topics::LOGIN_WINDOWS,
             topics::AGGREGATES_CHANGELOG,
             topics::WINDOWS_CHANGELOG,
+            topics::LOGIN_WINDOWS_CHANGELOG,
         ],
     };
     ConsumerService::build(&config.service, subscription, shutdown, |rt| {
         let stores = Stores {
             aggregates: rt.store("aggregates", topics::AGGREGATES_CHANGELOG),
-            windows: rt.store("payment-windows", topics::WINDOWS_CHANGELOG),
+            payment_windows: rt.store("payment-windows", topics::WINDOWS_CHANGELOG),
+            login_windows: rt.store("login-windows", topics::LOGIN_WINDOWS_CHANGELOG),
         };
         let registry = rt.metrics.registry();
-        let metrics = Metrics {
-            late: register_int_counter_with_registry!(
-                "stream_late_records_total",
-                "Payments dropped because their window had closed.",
-                registry
-            )
-            .expect("valid metric"),
-            closed: register_int_counter_vec_with_registry!(
-                "stream_windows_closed_total",
-                "Payment windows closed and published, by whether they were flagged.",
-                &["suspected_card_testing"],
-                registry
-            )
-            .expect("valid metric"),
+        let late = register_int_counter_vec_with_registry!(
+            "stream_late_records_total",
+            "Events dropped because their window had closed, by job.",
+            &["job"],
+            registry
+        )
+        .expect("valid metric");
+        let closed = register_int_counter_vec_with_registry!(
+            "stream_windows_closed_total",
+            "Windows closed and published, by job and whether they were flagged.",
+            &["job", "flagged"],
+            registry
+        )
+        .expect("valid metric");
+        let rules = |flag_at| Rules {
+            size_ms: 60_000,
+            grace_ms: config.window_grace_ms,
+            flag_at,
         };
         let router = platform::http::api(
             Router::new()
@@ -413,14 +515,26 @@ pub async fn build(
         let handler = Processor {
             publisher: rt.publisher(),
             aggregates: stores.aggregates,
-            windows: stores.windows,
-            rules: Rules {
-                size_ms: 60_000,
-                grace_ms: config.window_grace_ms,
-                card_testing_declines: config.card_testing_declines,
+            payments: WindowJob {
+                name: "payments",
+                store: stores.payment_windows,
+                rules: rules(config.card_testing_declines),
+                output: topics::PAYMENT_WINDOWS,
+                render: payment_window,
+                stream_time: Mutex::default(),
+                late: late.clone(),
+                closed: closed.clone(),
             },
-            stream_time: Mutex::default(),
-            metrics,
+            logins: WindowJob {
+                name: "logins",
+                store: stores.login_windows,
+                rules: rules(config.brute_force_failures),
+                output: topics::LOGIN_WINDOWS,
+                render: login_window,
+                stream_time: Mutex::default(),
+                late,
+                closed,
+            },
         };
         (
             handler,
