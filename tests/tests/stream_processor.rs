@@ -71,6 +71,39 @@ async fn state(processor: &Service, key: &str) -> (u16, Value) {
     (res.status().as_u16(), res.json().await.expect("json"))
 }
 
+/// Writes the numbers `value(i)` for `i` in `range`, keyed round-robin by `keys`, to
+/// `input-topic`, and records them per key in `inputs` (the reference's input).
+async fn write_numbers(
+    writer: &Writer,
+    keys: &[&str],
+    range: std::ops::Range<usize>,
+    value: fn(usize) -> f64,
+    inputs: &mut BTreeMap<String, Vec<f64>>,
+) {
+    for i in range {
+        let (key, n) = (keys[i % keys.len()], value(i));
+        writer
+            .write(topics::INPUT, key, n.to_string().as_bytes())
+            .await;
+        inputs.entry(key.to_owned()).or_default().push(n);
+    }
+}
+
+/// Waits until `output-topic` holds an output (by `event_id`) for each of `n` inputs.
+async fn outputs_for(bootstrap: &str, n: usize) -> Vec<Record> {
+    eventually(
+        &format!("an output for each of {n} inputs"),
+        Duration::from_secs(60),
+        || async {
+            let out = read_all(bootstrap, topics::OUTPUT).await;
+            let ids: std::collections::HashSet<_> =
+                out.iter().map(|r| r.json()["event_id"].clone()).collect();
+            (ids.len() >= n).then_some(out)
+        },
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn numbers_are_squared_and_aggregated_per_key_and_bad_input_is_dead_lettered() {
     let broker = Broker::start_system();
@@ -141,17 +174,8 @@ async fn a_processor_killed_mid_stream_continues_its_aggregates_from_the_changel
     let writer = Writer::new(&broker.bootstrap);
     let keys = ["k1", "k2", "k3", "k4", "k5"];
     let mut inputs: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    let mut write = async |from: usize, to: usize| {
-        for i in from..to {
-            let key = keys[i % keys.len()];
-            let n = i as f64;
-            writer
-                .write(topics::INPUT, key, n.to_string().as_bytes())
-                .await;
-            inputs.entry(key.to_owned()).or_default().push(n);
-        }
-    };
-    write(0, 150).await;
+    let value = |i: usize| i as f64;
+    write_numbers(&writer, &keys, 0..150, value, &mut inputs).await;
     eventually(
         "some outputs before the kill",
         Duration::from_secs(30),
@@ -162,18 +186,8 @@ async fn a_processor_killed_mid_stream_continues_its_aggregates_from_the_changel
     drop(first);
     let second = Service::start(test, "stream-processor", &broker, &[]);
     second.wait_ready().await;
-    write(150, 300).await;
-    let outputs = eventually(
-        "an output for each of 300 inputs",
-        Duration::from_secs(60),
-        || async {
-            let out = read_all(&broker.bootstrap, topics::OUTPUT).await;
-            let ids: std::collections::HashSet<_> =
-                out.iter().map(|r| r.json()["event_id"].clone()).collect();
-            (ids.len() >= 300).then_some(out)
-        },
-    )
-    .await;
+    write_numbers(&writer, &keys, 150..300, value, &mut inputs).await;
+    let outputs = outputs_for(&broker.bootstrap, 300).await;
     // Every output, before and after the kill, carries the aggregate the reference computes: no
     // reset to zero, no input counted twice.
     check_against_reference(&outputs_by_key(&outputs), &inputs);
@@ -203,36 +217,17 @@ async fn aggregates_move_with_their_partitions_in_a_rebalance() {
     let writer = Writer::new(&broker.bootstrap);
     let keys = ["r1", "r2", "r3", "r4", "r5", "r6"];
     let mut inputs: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    let mut write = async |from: usize, to: usize| {
-        for i in from..to {
-            let key = keys[i % keys.len()];
-            let n = (i % 17) as f64 - 3.0;
-            writer
-                .write(topics::INPUT, key, n.to_string().as_bytes())
-                .await;
-            inputs.entry(key.to_owned()).or_default().push(n);
-        }
-    };
-    write(0, 120).await;
+    let value = |i: usize| (i % 17) as f64 - 3.0;
+    write_numbers(&writer, &keys, 0..120, value, &mut inputs).await;
     // A second member joins, then the first leaves: every partition is revoked from one member
     // and assigned to the other, which restores its state from the changelog.
     let second = Service::start(test, "stream-processor", &broker, &[]);
     second.wait_ready().await;
-    write(120, 180).await;
+    write_numbers(&writer, &keys, 120..180, value, &mut inputs).await;
     first.signal("TERM");
     first.wait_exit(Duration::from_secs(30)).await;
-    write(180, 300).await;
-    let outputs = eventually(
-        "an output for each of 300 inputs",
-        Duration::from_secs(60),
-        || async {
-            let out = read_all(&broker.bootstrap, topics::OUTPUT).await;
-            let ids: std::collections::HashSet<_> =
-                out.iter().map(|r| r.json()["event_id"].clone()).collect();
-            (ids.len() >= 300).then_some(out)
-        },
-    )
-    .await;
+    write_numbers(&writer, &keys, 180..300, value, &mut inputs).await;
+    let outputs = outputs_for(&broker.bootstrap, 300).await;
     check_against_reference(&outputs_by_key(&outputs), &inputs);
     // Every partition of the group's four topics.
     let all: i32 = [
