@@ -51,6 +51,25 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// A partition marked as restoring (the `state:<store>` gate closed) while it lives.
+struct Restoring<'a, V: Serialize + DeserializeOwned + Send + 'static> {
+    store: &'a Store<V>,
+    partition: i32,
+}
+
+impl<'a, V: Serialize + DeserializeOwned + Send + 'static> Restoring<'a, V> {
+    fn mark(store: &'a Store<V>, partition: i32) -> Self {
+        store.restoring(partition, true);
+        Self { store, partition }
+    }
+}
+
+impl<V: Serialize + DeserializeOwned + Send + 'static> Drop for Restoring<'_, V> {
+    fn drop(&mut self) {
+        self.store.restoring(self.partition, false);
+    }
+}
+
 /// A changelog record: a key and its value, or `None` for a deletion.
 type Change = (String, Option<Vec<u8>>);
 
@@ -231,14 +250,15 @@ where
     /// the number of entries restored.
     pub async fn restore(&self, partition: i32) -> Result<usize, StateError> {
         let inner = &self.inner;
-        self.restoring(partition, true);
+        // Clears the `restoring` mark however this ends, dropped mid-way (the lane was told to
+        // end before the restore finished) included.
+        let _restoring = Restoring::mark(self, partition);
         let started = Instant::now();
         let (config, changelog) = (inner.restore_config.clone(), inner.changelog.clone());
         let read =
             tokio::task::spawn_blocking(move || read_partition(&config, &changelog, partition))
                 .await
                 .expect("restore task");
-        self.restoring(partition, false);
         let records = read?;
         let count = records.len();
         let mut restored = Partition::default();
