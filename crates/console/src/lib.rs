@@ -75,8 +75,7 @@ pub enum Error {
     Config(#[from] platform::config::ConfigError),
     #[error(
         "no broker answered at {servers} within {seconds} s ({source}). Is it running? \
-         With kind: `kubectl -n kafka-demo port-forward svc/events-kafka-bootstrap 9092` and a \
-         /etc/hosts entry, or the node port: see README, \"Console tool\""
+         `make run` and the kind cluster both listen on localhost:9092 (README, \"Console tool\")"
     )]
     Unreachable {
         servers: String,
