@@ -370,3 +370,64 @@ fn the_chart_creates_the_topics_of_the_topology_table() {
         "make run creates the table's topics"
     );
 }
+
+/// The variables a service crate reads through `platform::config::Env` (`env.or("X", …)` and
+/// the like), from its source.
+fn variables_read(dir: &std::path::Path) -> BTreeSet<String> {
+    let mut vars = BTreeSet::new();
+    for entry in std::fs::read_dir(dir).expect("src dir") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_none_or(|e| e != "rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("source");
+        for method in [
+            "env.or(",
+            "env.checked(",
+            "env.millis(",
+            "env.addr(",
+            "env.required(",
+            "env.raw(",
+            "env.optional(",
+        ] {
+            for (at, _) in text.match_indices(method) {
+                let rest = text[at + method.len()..].trim_start();
+                if let Some(name) = rest.strip_prefix('"').and_then(|r| r.split('"').next()) {
+                    vars.insert(name.to_owned());
+                }
+            }
+        }
+    }
+    vars
+}
+
+#[test]
+fn the_chart_schema_knows_exactly_the_variables_each_service_reads() {
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join(CHART).join("values.schema.json")).expect("schema"),
+    )
+    .expect("json");
+    // Set by the chart itself, or from a Secret.
+    let chart_set = ["HTTP_ADDR", "OPS_ADDR", "DATABASE_URL"];
+    for (name, entry) in schema["properties"]["services"]["properties"]
+        .as_object()
+        .expect("services")
+    {
+        let listed: BTreeSet<String> =
+            entry["allOf"][1]["properties"]["env"]["propertyNames"]["anyOf"][0]["enum"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{name}: the schema lists its env keys"))
+                .iter()
+                .map(|k| k.as_str().expect("key").to_owned())
+                .collect();
+        let read: BTreeSet<String> =
+            variables_read(&root().join("services").join(name).join("src"))
+                .into_iter()
+                .filter(|v| !chart_set.contains(&v.as_str()))
+                .collect();
+        assert_eq!(
+            listed, read,
+            "{name}: the schema's env keys are the ones its code reads"
+        );
+    }
+}
