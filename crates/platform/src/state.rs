@@ -254,29 +254,22 @@ where
         // end before the restore finished) included.
         let _restoring = Restoring::mark(self, partition);
         let started = Instant::now();
-        let (config, changelog) = (inner.restore_config.clone(), inner.changelog.clone());
-        let read =
-            tokio::task::spawn_blocking(move || read_partition(&config, &changelog, partition))
-                .await
-                .expect("restore task");
-        let records = read?;
-        let count = records.len();
-        let mut restored = Partition::default();
-        let mut skipped = 0usize;
-        for (key, payload) in records {
-            match payload {
-                None => {
-                    restored.entries.remove(&key);
-                }
-                Some(bytes) => match serde_json::from_slice(&bytes) {
-                    Ok(v) => restored.insert(key, v),
-                    Err(err) => {
-                        skipped += 1;
-                        tracing::warn!(store = %inner.name, key, error = %err, "undecodable changelog record skipped");
-                    }
-                },
-            }
-        }
+        let (config, changelog, name) = (
+            inner.restore_config.clone(),
+            inner.changelog.clone(),
+            inner.name.clone(),
+        );
+        // Each record is applied as it is read: memory holds the state, never the changelog.
+        let read = tokio::task::spawn_blocking(move || {
+            read_partition::<V>(&config, &changelog, partition, &name)
+        })
+        .await
+        .expect("restore task");
+        let Restored {
+            partition: mut restored,
+            records: count,
+            skipped,
+        } = read?;
         inner.restored.inc_by(count as u64);
         let elapsed = started.elapsed();
         inner.restore_seconds.observe(elapsed.as_secs_f64());
@@ -425,11 +418,21 @@ where
 }
 
 /// Every record of `topic[partition]`, key and payload, from its start to its end.
-fn read_partition(
+/// A partition read from its changelog: the state, and how many records made it.
+struct Restored<V> {
+    partition: Partition<V>,
+    records: usize,
+    skipped: usize,
+}
+
+/// Reads `topic[partition]` from its start to its end, applying each record to the state as it
+/// comes (a tombstone deletes its key; an undecodable value is skipped and logged).
+fn read_partition<V: DeserializeOwned>(
     config: &ClientConfig,
     topic: &str,
     partition: i32,
-) -> Result<Vec<Change>, StateError> {
+    store: &str,
+) -> Result<Restored<V>, StateError> {
     let restore_err = |source| StateError::Restore {
         changelog: topic.to_owned(),
         partition,
@@ -449,12 +452,29 @@ fn read_partition(
             partition,
         });
     }
-    let mut records = Vec::new();
+    let mut restored = Restored {
+        partition: Partition::default(),
+        records: 0,
+        skipped: 0,
+    };
     reader::read_to_end(&consumer, topic, partition, RESTORE_TIMEOUT, |m| {
-        records.push((reader::key_text(&m), m.payload().map(<[u8]>::to_vec)));
+        restored.records += 1;
+        let key = reader::key_text(&m);
+        match m.payload() {
+            None => {
+                restored.partition.entries.remove(&key);
+            }
+            Some(bytes) => match serde_json::from_slice(bytes) {
+                Ok(v) => restored.partition.insert(key, v),
+                Err(err) => {
+                    restored.skipped += 1;
+                    tracing::warn!(store, key, error = %err, "undecodable changelog record skipped");
+                }
+            },
+        }
     })
     .map_err(restore_err)?;
-    Ok(records)
+    Ok(restored)
 }
 
 #[cfg(test)]

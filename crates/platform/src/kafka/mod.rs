@@ -197,7 +197,12 @@ impl KafkaConfig {
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "true")
             .set("auto.offset.reset", "earliest")
-            .set("fetch.wait.max.ms", ms(self.fetch_wait_max));
+            .set("fetch.wait.max.ms", ms(self.fetch_wait_max))
+            // A reader reads one partition start to end (a changelog on restore), and a member
+            // restores several at once: librdkafka's defaults (64 MiB prefetch per partition,
+            // 50 MiB fetches) would hold much of each in memory at once.
+            .set("queued.max.messages.kbytes", "4096")
+            .set("fetch.max.bytes", "4194304");
         c
     }
 
