@@ -36,9 +36,17 @@ async fn one_order_is_one_trace_from_http_through_kafka_to_every_service() {
         http.parent_span_id.is_empty(),
         "the HTTP span is the root of the trace"
     );
-    // Each service exports on its own schedule: wait for the last hop of both branches.
+    // Each service exports on its own schedule (a consumer's span can arrive before the span
+    // of the producer it follows): wait until every expected span is in.
+    let expected = [
+        ("order", "orders publish"),
+        ("payment", "orders process"),
+        ("payment", "payments publish"),
+        ("notification", "payments process"),
+        ("inventory", "orders process"),
+    ];
     let trace: Vec<Span> = eventually(
-        "the notification's and inventory's consumer spans",
+        "every span of the order's trace",
         Duration::from_secs(30),
         || async {
             let trace: Vec<Span> = collector
@@ -46,9 +54,10 @@ async fn one_order_is_one_trace_from_http_through_kafka_to_every_service() {
                 .into_iter()
                 .filter(|s| s.trace_id == http.trace_id)
                 .collect();
-            (find(&trace, "notification", "payments process").is_some()
-                && find(&trace, "inventory", "orders process").is_some())
-            .then_some(trace)
+            expected
+                .iter()
+                .all(|(service, name)| find(&trace, service, name).is_some())
+                .then_some(trace)
         },
     )
     .await;
