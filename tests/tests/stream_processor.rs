@@ -104,6 +104,29 @@ async fn outputs_for(bootstrap: &str, n: usize) -> Vec<Record> {
     .await
 }
 
+/// Waits until `topic` holds at least `n` closed windows; returns them, and each by its record's
+/// key (the user id or the username).
+async fn closed_windows(
+    bootstrap: &str,
+    topic: &str,
+    n: usize,
+) -> (Vec<Record>, HashMap<String, Value>) {
+    let windows = eventually(
+        &format!("{n} closed windows on {topic}"),
+        Duration::from_secs(30),
+        || async {
+            let w = read_all(bootstrap, topic).await;
+            (w.len() >= n).then_some(w)
+        },
+    )
+    .await;
+    let by_key = windows
+        .iter()
+        .map(|r| (r.key.clone().expect("key"), r.json()))
+        .collect();
+    (windows, by_key)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn numbers_are_squared_and_aggregated_per_key_and_bad_input_is_dead_lettered() {
     let broker = Broker::start_system();
@@ -316,23 +339,8 @@ async fn payments_are_counted_per_user_per_minute_and_late_ones_are_dropped() {
     write(&payment(7, at(50_000), true, 9_999)).await;
     write(&payment(8, at(90_000), false, 100)).await;
 
-    let windows = eventually(
-        "both users' 10:00 windows",
-        Duration::from_secs(30),
-        || async {
-            let w = read_all(&broker.bootstrap, topics::PAYMENT_WINDOWS).await;
-            (w.len() >= 2).then_some(w)
-        },
-    )
-    .await;
-    let by_user: HashMap<u64, Value> = windows
-        .iter()
-        .map(|r| {
-            let v = r.json();
-            (v["user_id"].as_u64().expect("user"), v)
-        })
-        .collect();
-    let u7 = &by_user[&7];
+    let (windows, by_user) = closed_windows(&broker.bootstrap, topics::PAYMENT_WINDOWS, 2).await;
+    let u7 = &by_user["7"];
     assert_eq!(u7["window_start"], "2026-11-22T10:00:00Z");
     assert_eq!(u7["window_end"], "2026-11-22T10:01:00Z");
     assert_eq!(
@@ -342,7 +350,7 @@ async fn payments_are_counted_per_user_per_minute_and_late_ones_are_dropped() {
     assert_eq!(u7["declined"], 3);
     assert_eq!(u7["amount"], 150.0);
     assert_eq!(u7["suspected_card_testing"], true);
-    let u8 = &by_user[&8];
+    let u8 = &by_user["8"];
     assert_eq!(
         (u8["payments"].as_u64(), u8["declined"].as_u64()),
         (Some(1), Some(0))
@@ -407,19 +415,7 @@ async fn failed_logins_per_username_per_minute_flag_a_brute_force_attempt() {
             .write(topics::LOGIN_EVENTS, &e.username, &payload)
             .await;
     }
-    let windows = eventually(
-        "both 10:00 login windows",
-        Duration::from_secs(30),
-        || async {
-            let w = read_all(&broker.bootstrap, topics::LOGIN_WINDOWS).await;
-            (w.len() >= 2).then_some(w)
-        },
-    )
-    .await;
-    let by_name: HashMap<String, Value> = windows
-        .iter()
-        .map(|r| (r.key.clone().expect("key"), r.json()))
-        .collect();
+    let (_, by_name) = closed_windows(&broker.bootstrap, topics::LOGIN_WINDOWS, 2).await;
     let eve = &by_name["eve"];
     assert_eq!(eve["window_start"], "2026-11-22T10:00:00Z");
     assert_eq!(
