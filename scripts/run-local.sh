@@ -4,7 +4,7 @@
 # service with the order generator on. Ctrl-C stops everything cleanly.
 #
 # Knobs (environment): KAFKA_PORT (9092), POSTGRES_PORT (5433), ORDER_GENERATOR_RATE (2 orders/s),
-# PROFILE (dev|release), OTEL_EXPORTER_OTLP_ENDPOINT (unset: no trace export), RUST_LOG (info).
+# SENSOR_COUNT (20 sensors, each reporting every SENSOR_INTERVAL_MS, 1000), PROFILE (dev|release), OTEL_EXPORTER_OTLP_ENDPOINT (unset: no trace export), RUST_LOG (info).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -17,7 +17,8 @@ LOGS="$RUN_DIR/logs"
 BOOTSTRAP="127.0.0.1:$KAFKA_PORT"
 # name http-port ops-port
 SERVICES=("order 8080 9180" "payment - 9181" "notification 8082 9182" "inventory 8083 9183"
-  "stream-processor 8084 9184" "accounts 8085 9185")
+  "stream-processor 8084 9184" "accounts 8085 9185" "sensor 8086 9186" "alerting 8087 9187"
+  "dashboard 8088 9188")
 
 step() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'run-local: %s\n' "$*" >&2; exit 1; }
@@ -94,6 +95,7 @@ for s in "${SERVICES[@]}"; do
     KAFKA_DRAIN_TIMEOUT_MS=5000 KAFKA_DELIVERY_TIMEOUT_MS=5000 KAFKA_FETCH_WAIT_MAX_MS=10 \
     OPS_ADDR="127.0.0.1:$ops" HTTP_ADDR="127.0.0.1:${http/-/0}" \
     ORDER_GENERATOR_RATE="${ORDER_GENERATOR_RATE:-2}" DATABASE_URL="$DATABASE_URL" \
+    SENSOR_COUNT="${SENSOR_COUNT:-20}" SENSOR_INTERVAL_MS="${SENSOR_INTERVAL_MS:-1000}" \
     "$BIN/$name" >"$LOGS/$name.log" 2>&1 &
   pids+=($!)
 done
@@ -115,6 +117,11 @@ cat >&2 <<MSG
 
   Everything is up. Kafka at $BOOTSTRAP, orders generated at ${ORDER_GENERATOR_RATE:-2}/s.
 
+  Sensor dashboard:   open http://localhost:8088/   (${SENSOR_COUNT:-20} simulated sensors)
+  Raise an alert by hand (sensor 999 is not simulated: it stays hot until a cool reading):
+                      curl -sX POST localhost:8086/readings -H 'content-type: application/json' \\
+                        -d '{"sensor_id":999,"temperature":35.5,"humidity":40}'
+
   Place an order:     curl -sX POST localhost:8080/orders -H 'content-type: application/json' \\
                         -d '{"user_id":18,"amount":120.5,"items":[{"sku":"SKU-KEYBOARD","quantity":1}]}'
   Notifications:      curl -s 'localhost:8082/notifications?limit=5'
@@ -129,7 +136,8 @@ cat >&2 <<MSG
                       $CONSOLE consume -t login-events --follow --from end
                       (PostgreSQL: psql -h 127.0.0.1 -p $POSTGRES_PORT -U postgres -c 'select * from events')
   Ops (per service):  order :9180  payment :9181  notification :9182  inventory :9183
-                      stream-processor :9184  accounts :9185    /healthz  /readyz  /metrics
+                      stream-processor :9184  accounts :9185  sensor :9186  alerting :9187
+                      dashboard :9188    /healthz  /readyz  /metrics
   Logs:               tail -f ${LOGS#"$ROOT"/}/*.log
 
   Ctrl-C stops everything.

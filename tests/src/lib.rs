@@ -6,6 +6,7 @@
 
 pub mod audit;
 pub mod broker;
+pub mod browser;
 pub mod deploy;
 pub mod otlp;
 pub mod postgres;

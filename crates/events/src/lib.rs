@@ -13,6 +13,7 @@ mod notification;
 mod order;
 mod payment;
 pub mod processor;
+mod sensor;
 
 pub use amount::Amount;
 pub use inventory::{InventoryEvent, InventoryStatus, Shortage};
@@ -21,6 +22,9 @@ pub use notification::NotificationSent;
 pub use order::{LineItem, NewOrder, OrderCreated, ValidationError, limits};
 pub use payment::{PaymentProcessed, PaymentStatus};
 pub use processor::{Aggregate, LoginWindowClosed, NumberProcessed, PaymentWindowClosed};
+pub use sensor::{
+    AlertEventType, Metric, SensorAlert, SensorReading, TEMPERATURE_RANGE, validate_values,
+};
 
 use serde::de::DeserializeOwned;
 

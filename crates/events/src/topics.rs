@@ -18,12 +18,17 @@ pub const PAYMENTS_BY_USER: &str = "stream-processor-payments-by-user-repartitio
 pub const PAYMENT_WINDOWS: &str = "payment-windows";
 /// One record per username per closed one-minute window of login attempts.
 pub const LOGIN_WINDOWS: &str = "login-windows";
+/// The IoT pipeline: readings from the sensor simulator and the alerts raised on them, both keyed
+/// by `sensor_id`.
+pub const SENSOR_READINGS: &str = "sensor-readings";
+pub const SENSOR_ALERTS: &str = "sensor-alerts";
 /// Changelogs of the state stores (`platform::state`): as many partitions as the input.
 pub const NOTIFICATION_SENT_CHANGELOG: &str = "notification-sent-changelog";
 pub const INVENTORY_STOCK_CHANGELOG: &str = "inventory-stock-changelog";
 pub const AGGREGATES_CHANGELOG: &str = "stream-processor-aggregates-changelog";
 pub const WINDOWS_CHANGELOG: &str = "stream-processor-windows-changelog";
 pub const LOGIN_WINDOWS_CHANGELOG: &str = "stream-processor-login-windows-changelog";
+pub const ALERTING_STATE_CHANGELOG: &str = "alerting-state-changelog";
 
 /// How a topic gives up old records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +82,7 @@ const PAYMENTS_T: Topic = topic(PAYMENTS, 6, true);
 const INPUT_T: Topic = topic(INPUT, 3, true);
 const PAYMENTS_BY_USER_T: Topic = topic(PAYMENTS_BY_USER, 6, true);
 const LOGIN_EVENTS_T: Topic = topic(LOGIN_EVENTS, 3, true);
+const SENSOR_READINGS_T: Topic = topic(SENSOR_READINGS, 6, true);
 
 /// The system's topics. Dead-letter topics are implied by `dead_letters`; see [`with_dead_letters`].
 pub const ALL: &[Topic] = &[
@@ -90,11 +96,14 @@ pub const ALL: &[Topic] = &[
     topic(OUTPUT, 3, false),
     PAYMENTS_BY_USER_T,
     topic(PAYMENT_WINDOWS, 6, false),
+    SENSOR_READINGS_T,
+    topic(SENSOR_ALERTS, 3, true),
     changelog(NOTIFICATION_SENT_CHANGELOG, PAYMENTS_T),
     changelog(INVENTORY_STOCK_CHANGELOG, ORDERS_T),
     changelog(AGGREGATES_CHANGELOG, INPUT_T),
     changelog(WINDOWS_CHANGELOG, PAYMENTS_BY_USER_T),
     changelog(LOGIN_WINDOWS_CHANGELOG, LOGIN_EVENTS_T),
+    changelog(ALERTING_STATE_CHANGELOG, SENSOR_READINGS_T),
 ];
 
 /// Every topic to create: [`ALL`] and, for each that has one, its dead-letter topic, named by
@@ -133,6 +142,7 @@ mod tests {
             (AGGREGATES_CHANGELOG, INPUT),
             (WINDOWS_CHANGELOG, PAYMENTS_BY_USER),
             (LOGIN_WINDOWS_CHANGELOG, LOGIN_EVENTS),
+            (ALERTING_STATE_CHANGELOG, SENSOR_READINGS),
         ] {
             let (c, i) = (get(changelog).unwrap(), get(input).unwrap());
             assert_eq!(c.partitions, i.partitions, "{changelog} vs {input}");
