@@ -41,7 +41,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
 # Picking the binary is a stage of its own, so SERVICE does not invalidate the builder's cache.
 FROM builder AS pick
 ARG SERVICE
-RUN test -n "${SERVICE}" || { echo "set --build-arg SERVICE=<order|payment|notification|inventory|loadgen>" >&2; exit 1; } \
+RUN test -n "${SERVICE}" || { echo "set --build-arg SERVICE=<order|payment|notification|inventory|stream-processor|accounts|sensor|alerting|dashboard|loadgen|kafka-console>" >&2; exit 1; } \
     && test -x "/out/${SERVICE}" || { echo "no service binary named '${SERVICE}'" >&2; exit 1; } \
     && cp "/out/${SERVICE}" /service
 

@@ -22,7 +22,7 @@ STRIMZI_VERSION ?= 1.2.0
 STRIMZI_CHART ?= oci://quay.io/strimzi-helm/strimzi-kafka-operator
 CNPG_VERSION ?= 1.30.0
 CNPG_MANIFEST ?= https://raw.githubusercontent.com/cloudnative-pg/cloudnative-pg/release-$(basename $(CNPG_VERSION))/releases/cnpg-$(CNPG_VERSION).yaml
-SERVICES ?= order payment notification inventory stream-processor accounts loadgen kafka-console
+SERVICES ?= order payment notification inventory stream-processor accounts sensor alerting dashboard loadgen kafka-console
 IMAGE_REPOSITORY ?= kafka-microservices
 IMAGE_TAG ?= dev-$(shell git rev-parse --short HEAD 2>/dev/null || echo local)
 REPLICAS ?= 3
@@ -203,6 +203,9 @@ urls: ## Print where everything is
 	@printf '  Stock         http://localhost:8083/stock\n'
 	@printf '  Processor     http://localhost:8084/state/<key>\n'
 	@printf '  Accounts      http://localhost:8085/   (register and log in)\n'
+	@printf '  Sensors       http://localhost:8090/   (the live dashboard; sensor API on localhost:8086)\n'
+	@printf '%s\n' "  Hot reading   curl -sX POST localhost:8086/readings -H 'content-type: application/json' \\" \
+	  "                  -d '{\"sensor_id\":999,\"temperature\":35.5,\"humidity\":40}'"
 	@printf '  Kafka         localhost:9092   (kafka-console -b localhost:9092 topics list)\n'
 	@printf '  Jaeger UI     http://localhost:16686   (make jaeger)\n\n'
 	@printf '  make scale-payment REPLICAS=3   watch the payment group take the partitions over\n'
