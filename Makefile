@@ -74,8 +74,9 @@ test: ## Everything CI runs: formatting, lints, unit and system tests, chart che
 	scripts/test.sh
 
 .PHONY: bench
-bench: ## Benchmarks (not tests): end-to-end flow, payment scaling, memory and CPU; tables + target/bench/results.json
+bench: ## Benchmarks (not tests): order flow and sensor path, scaling, memory and CPU; tables + target/bench/*.json
 	$(CARGO) bench -p system-tests --bench flow
+	$(CARGO) bench -p system-tests --bench sensors
 
 .PHONY: fmt
 fmt: ## Format the code

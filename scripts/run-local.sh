@@ -18,7 +18,7 @@ BOOTSTRAP="127.0.0.1:$KAFKA_PORT"
 # name http-port ops-port
 SERVICES=("order 8080 9180" "payment - 9181" "notification 8082 9182" "inventory 8083 9183"
   "stream-processor 8084 9184" "accounts 8085 9185" "sensor 8086 9186" "alerting 8087 9187"
-  "dashboard 8088 9188")
+  "dashboard 8090 9190")
 
 step() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'run-local: %s\n' "$*" >&2; exit 1; }
@@ -117,7 +117,7 @@ cat >&2 <<MSG
 
   Everything is up. Kafka at $BOOTSTRAP, orders generated at ${ORDER_GENERATOR_RATE:-2}/s.
 
-  Sensor dashboard:   open http://localhost:8088/   (${SENSOR_COUNT:-20} simulated sensors)
+  Sensor dashboard:   open http://localhost:8090/   (${SENSOR_COUNT:-20} simulated sensors)
   Raise an alert by hand (sensor 999 is not simulated: it stays hot until a cool reading):
                       curl -sX POST localhost:8086/readings -H 'content-type: application/json' \\
                         -d '{"sensor_id":999,"temperature":35.5,"humidity":40}'
@@ -137,7 +137,7 @@ cat >&2 <<MSG
                       (PostgreSQL: psql -h 127.0.0.1 -p $POSTGRES_PORT -U postgres -c 'select * from events')
   Ops (per service):  order :9180  payment :9181  notification :9182  inventory :9183
                       stream-processor :9184  accounts :9185  sensor :9186  alerting :9187
-                      dashboard :9188    /healthz  /readyz  /metrics
+                      dashboard :9190    /healthz  /readyz  /metrics
   Logs:               tail -f ${LOGS#"$ROOT"/}/*.log
 
   Ctrl-C stops everything.

@@ -13,6 +13,7 @@ pub mod postgres;
 pub mod procfs;
 pub mod proxy;
 pub mod service;
+pub mod sse;
 pub mod topics;
 
 pub use broker::Broker;

@@ -373,6 +373,9 @@ fn the_chart_creates_the_topics_of_the_topology_table() {
 
 /// The variables a service crate reads through `platform::config::Env` (`env.or("X", …)` and
 /// the like), from its source.
+/// The environment variables a service's sources name outside their unit tests: every string
+/// literal that is a variable name (capitals, digits and underscores, with an underscore), however
+/// it reaches `Env` (`env.or("X", ..)`, or a helper of the service's own).
 fn variables_read(dir: &std::path::Path) -> BTreeSet<String> {
     let mut vars = BTreeSet::new();
     for entry in std::fs::read_dir(dir).expect("src dir") {
@@ -380,21 +383,17 @@ fn variables_read(dir: &std::path::Path) -> BTreeSet<String> {
         if path.extension().is_none_or(|e| e != "rs") {
             continue;
         }
-        let text = std::fs::read_to_string(&path).expect("source");
-        for method in [
-            "env.or(",
-            "env.checked(",
-            "env.millis(",
-            "env.addr(",
-            "env.required(",
-            "env.raw(",
-            "env.optional(",
-        ] {
-            for (at, _) in text.match_indices(method) {
-                let rest = text[at + method.len()..].trim_start();
-                if let Some(name) = rest.strip_prefix('"').and_then(|r| r.split('"').next()) {
-                    vars.insert(name.to_owned());
-                }
+        let source = std::fs::read_to_string(&path).expect("source");
+        let text = source.split("#[cfg(test)]").next().unwrap_or_default();
+        // Between the quotes of each literal: the odd pieces of a split on `"`.
+        for name in text.split('"').skip(1).step_by(2) {
+            let is_var = name.contains('_')
+                && name.starts_with(|c: char| c.is_ascii_uppercase())
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+            if is_var {
+                vars.insert(name.to_owned());
             }
         }
     }

@@ -8,6 +8,7 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::time::Duration;
+use system_tests::sse::SseClient;
 use system_tests::topics::{Writer, read_all};
 use system_tests::{Broker, Service, eventually, http, procfs};
 
@@ -366,4 +367,87 @@ async fn an_event_stream_client_that_never_reads_is_dropped_and_costs_no_memory(
         received.extend_from_slice(&buf[..n]);
     }
     assert!(String::from_utf8_lossy(&received).starts_with("HTTP/1.1 200"));
+}
+
+/// The reading ids in `update` events until `n` have arrived; the last event id.
+async fn read_updates(sse: &mut SseClient, n: usize) -> (Vec<String>, String) {
+    let mut ids = Vec::new();
+    let mut last = String::new();
+    while ids.len() < n {
+        let event = tokio::time::timeout(Duration::from_secs(20), sse.next())
+            .await
+            .expect("an event within 20 s")
+            .expect("the stream goes on");
+        assert_eq!(event.name, "update", "{event:?}");
+        let data: Value = serde_json::from_str(&event.data).expect("json");
+        for r in data["readings"].as_array().expect("readings") {
+            ids.push(r["event_id"].as_str().expect("id").to_owned());
+        }
+        last = event.id;
+    }
+    (ids, last)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_event_stream_resumes_after_its_last_event_id_without_gaps_or_duplicates() {
+    let test = "sensors_resume";
+    let broker = Broker::start_system();
+    let dashboard = Service::start(test, "dashboard", &broker, &[]);
+    dashboard.wait_ready().await;
+    let addr = dashboard.addr("http").await;
+    let writer = Writer::new(&broker.bootstrap);
+    let write = |sensor: u32| {
+        let writer = &writer;
+        async move {
+            let r = SensorReading::new(sensor, 21.0, 50.0, Utc::now());
+            writer
+                .write(
+                    topics::SENSOR_READINGS,
+                    &r.key(),
+                    &serde_json::to_vec(&r).unwrap(),
+                )
+                .await;
+            r.event_id.to_string()
+        }
+    };
+
+    let mut sse = SseClient::connect(addr, "/events", None).await;
+    let first = sse.next().await.expect("an event");
+    assert_eq!(first.name, "snapshot");
+    let mut before = Vec::new();
+    for sensor in 1..=5 {
+        before.push(write(sensor).await);
+    }
+    let (seen, last_id) = read_updates(&mut sse, 5).await;
+    assert_eq!(seen.len(), 5);
+    drop(sse);
+
+    // Written while the client is away.
+    let mut during = Vec::new();
+    for sensor in 6..=10 {
+        during.push(write(sensor).await);
+    }
+    eventually(
+        "the dashboard to apply all ten",
+        Duration::from_secs(20),
+        || async { (dashboard.metric("dashboard_readings_total").await >= 10.0).then_some(()) },
+    )
+    .await;
+    let mut sse = SseClient::connect(addr, "/events", Some(&last_id)).await;
+    let (resumed, _) = read_updates(&mut sse, 5).await;
+    let mut all: Vec<String> = seen.iter().chain(&resumed).cloned().collect();
+    let mut expected: Vec<String> = before.iter().chain(&during).cloned().collect();
+    all.sort();
+    expected.sort();
+    assert_eq!(
+        all, expected,
+        "every reading exactly once across the reconnect"
+    );
+
+    // An id the dashboard cannot resume from (another run's) gets a fresh snapshot.
+    let mut sse = SseClient::connect(addr, "/events", Some("1-999999")).await;
+    let event = sse.next().await.expect("an event");
+    assert_eq!(event.name, "snapshot");
+    let snapshot: Value = serde_json::from_str(&event.data).expect("json");
+    assert_eq!(snapshot["sensors"].as_array().map(Vec::len), Some(10));
 }

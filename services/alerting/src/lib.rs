@@ -39,21 +39,21 @@ pub struct Config {
     pub rules: Rules,
 }
 
+/// One metric's threshold from `raise_var` and its hysteresis from `hysteresis_var`.
 fn threshold(
     env: &Env,
-    metric: &str,
+    (raise_var, hysteresis_var): (&str, &str),
     default: Threshold,
     range: std::ops::RangeInclusive<f64>,
 ) -> Result<Threshold, ConfigError> {
-    let raise_var = format!("ALERT_{metric}_THRESHOLD");
     let raise = env.checked(
-        &raise_var,
+        raise_var,
         default.raise,
         &format!("a number from {} to {}", range.start(), range.end()),
         |v: &f64| range.contains(v),
     )?;
     let hysteresis = env.checked(
-        &format!("ALERT_{metric}_HYSTERESIS"),
+        hysteresis_var,
         default.hysteresis,
         "a number from 0 to 20",
         |v: &f64| (0.0..=20.0).contains(v),
@@ -70,11 +70,19 @@ impl Config {
             rules: Rules {
                 temperature: threshold(
                     env,
-                    "TEMPERATURE",
+                    (
+                        "ALERT_TEMPERATURE_THRESHOLD",
+                        "ALERT_TEMPERATURE_HYSTERESIS",
+                    ),
                     defaults.temperature,
                     events::TEMPERATURE_RANGE,
                 )?,
-                humidity: threshold(env, "HUMIDITY", defaults.humidity, 0.0..=100.0)?,
+                humidity: threshold(
+                    env,
+                    ("ALERT_HUMIDITY_THRESHOLD", "ALERT_HUMIDITY_HYSTERESIS"),
+                    defaults.humidity,
+                    0.0..=100.0,
+                )?,
             },
         })
     }

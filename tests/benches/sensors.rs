@@ -1,0 +1,308 @@
+//! `make bench`, the sensor path: alerting and the dashboard with 10 event-stream clients on a
+//! real broker, release binaries, the short-wait fetch profile. Printed as a table and written to
+//! `target/bench/sensors.json`. Not a test: nothing here passes or fails on a number.
+//!
+//! 1. Ingest: 200,000 readings of 1,000 sensors written to `sensor-readings` first, then alerting
+//!    and the dashboard started; readings per second from each one's first record to its last
+//!    (the dashboard's count includes delivering every one to 10 connected clients).
+//!    The clients only count what they receive here.
+//! 2. Latency, on a fresh broker: the sensor simulator at 1,000 readings/s (1,000 sensors, one
+//!    reading a second each) for 30 s; for every reading each of the 10 clients receives (and
+//!    parses), the time from the reading's timestamp to its arrival in the client.
+//! 3. Resident memory of the sensor, alerting and dashboard processes: idle (fresh, before the
+//!    latency run) and the peak over both runs.
+//!
+//! The targets: ≥ 20,000 readings/s, p99 < 100 ms, < 64 MiB per service. There is no
+//! peer: the seeds' sensor demo has no consumer to measure beside this one.
+
+use chrono::{DateTime, Utc};
+use events::{SensorReading, topics};
+use futures::StreamExt;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use system_tests::procfs::rss_kib;
+use system_tests::sse::SseClient;
+use system_tests::topics::Writer;
+use system_tests::{Broker, Service};
+
+const BACKLOG: usize = 200_000;
+const SENSORS: u32 = 1_000;
+const CLIENTS: usize = 10;
+const STEADY_RATE: u32 = 1_000;
+const STEADY_SECONDS: u64 = 30;
+
+#[derive(Serialize)]
+struct Results {
+    backlog_readings: usize,
+    alerting_readings_per_s: f64,
+    dashboard_readings_per_s: f64,
+    clients: usize,
+    clients_complete: usize,
+    steady_rate: u32,
+    steady_seconds: u64,
+    latency_samples: usize,
+    latency_p50_ms: f64,
+    latency_p99_ms: f64,
+    latency_max_ms: f64,
+    rss_mib: Vec<(String, f64, f64)>,
+}
+
+/// Per client: how many readings it received, and (in the steady run) their latencies in ms.
+struct ClientRun {
+    readings: usize,
+    latencies_ms: Vec<f64>,
+}
+
+/// Reads `update` events until `stop` or until it has `enough` readings, counting readings and,
+/// when `timed`, timing each from its timestamp (which parses every reading, as a page does; the
+/// backlog run only counts them, so the clients are not what limits it).
+async fn client(
+    addr: std::net::SocketAddr,
+    enough: usize,
+    timed: bool,
+    stop: tokio_util::sync::CancellationToken,
+) -> ClientRun {
+    let mut sse = SseClient::connect(addr, "/events", None).await;
+    let mut run = ClientRun {
+        readings: 0,
+        latencies_ms: Vec::new(),
+    };
+    loop {
+        let event = tokio::select! {
+            () = stop.cancelled() => break,
+            e = sse.next() => e,
+        };
+        let Some(event) = event else { break };
+        if event.name != "update" {
+            continue;
+        }
+        if !timed {
+            run.readings += event.data.matches("\"sensor_reading\"").count();
+            if run.readings >= enough {
+                break;
+            }
+            continue;
+        }
+        let now = Utc::now();
+        let update: serde_json::Value = serde_json::from_str(&event.data).expect("update json");
+        for r in update["readings"].as_array().expect("readings") {
+            run.readings += 1;
+            let ts: DateTime<Utc> = r["timestamp"].as_str().expect("ts").parse().expect("time");
+            run.latencies_ms
+                .push((now - ts).num_microseconds().unwrap_or(0) as f64 / 1000.0);
+        }
+        if run.readings >= enough {
+            break;
+        }
+    }
+    run
+}
+
+/// Samples the resident memory of `pids` every 100 ms until aborted; the peak per pid (KiB).
+fn sample_peaks(
+    pids: Vec<u32>,
+) -> (
+    std::sync::Arc<std::sync::Mutex<HashMap<u32, u64>>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let peaks = std::sync::Arc::new(std::sync::Mutex::new(HashMap::new()));
+    let shared = peaks.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            for &pid in &pids {
+                if let Some(rss) = rss_kib(pid) {
+                    let mut p = shared.lock().expect("peaks lock");
+                    let e = p.entry(pid).or_insert(0);
+                    *e = (*e).max(rss);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    (peaks, task)
+}
+
+/// Waits until `metric` of `service` reaches `n`; returns when it first moved and when it got
+/// there (polled every 20 ms).
+async fn drain_time(service: &Service, metric: &str, n: f64) -> (Instant, Instant) {
+    let mut first = None;
+    loop {
+        let v = service.metric(metric).await;
+        if v > 0.0 && first.is_none() {
+            first = Some(Instant::now());
+        }
+        if v >= n {
+            return (first.unwrap_or_else(Instant::now), Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let test = "bench_sensors";
+    let broker = Broker::start_system();
+    let writer = Writer::new(&broker.bootstrap);
+
+    eprintln!("sensors: writing {BACKLOG} readings of {SENSORS} sensors …");
+    futures::stream::iter(0..BACKLOG)
+        .map(|i| {
+            let sensor = 1 + (i as u32 % SENSORS);
+            let r = SensorReading::new(sensor, 20.0 + (i % 150) as f64 / 10.0, 50.0, Utc::now());
+            let writer = &writer;
+            async move {
+                writer
+                    .write(
+                        topics::SENSOR_READINGS,
+                        &r.key(),
+                        &serde_json::to_vec(&r).unwrap(),
+                    )
+                    .await
+            }
+        })
+        .buffer_unordered(512)
+        .collect::<Vec<()>>()
+        .await;
+
+    eprintln!("sensors: alerting and the dashboard ({CLIENTS} clients) drain them …");
+    let alerting = Service::start(test, "alerting", &broker, &[]);
+    let dashboard = Service::start(test, "dashboard", &broker, &[]);
+    let addr = dashboard.addr("http").await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| tokio::spawn(client(addr, BACKLOG, false, stop.clone())))
+        .collect();
+    let (peaks, sampler) = sample_peaks(vec![alerting.pid(), dashboard.pid()]);
+    let consumed = "kafka_records_consumed_total";
+    let (a, d) = tokio::join!(
+        drain_time(&alerting, consumed, BACKLOG as f64),
+        drain_time(&dashboard, "dashboard_readings_total", BACKLOG as f64),
+    );
+    let alerting_rate = BACKLOG as f64 / (a.1 - a.0).as_secs_f64();
+    let dashboard_rate = BACKLOG as f64 / (d.1 - d.0).as_secs_f64();
+    // Every client receives every reading, unless it was dropped for falling behind (its stream
+    // then ends short) or is still behind a minute later.
+    let mut complete = 0;
+    for c in clients {
+        match tokio::time::timeout(Duration::from_secs(60), c).await {
+            Ok(Ok(run)) if run.readings >= BACKLOG => complete += 1,
+            _ => {}
+        }
+    }
+    stop.cancel();
+    sampler.abort();
+    let drain_peaks: HashMap<&str, f64> = [("alerting", &alerting), ("dashboard", &dashboard)]
+        .into_iter()
+        .map(|(name, s)| {
+            let kib = peaks.lock().unwrap().get(&s.pid()).copied().unwrap_or(0);
+            (name, kib as f64 / 1024.0)
+        })
+        .collect();
+    drop((alerting, dashboard, broker));
+
+    // A fresh broker: the local broker's fetches slow down as its logs grow (README,
+    // "Benchmarks"), and the backlog above would weigh on the latency run.
+    eprintln!(
+        "sensors: the simulator at {STEADY_RATE} readings/s for {STEADY_SECONDS} s, {CLIENTS} clients …"
+    );
+    let broker = Broker::start_system();
+    let alerting = Service::start(test, "alerting", &broker, &[]);
+    let dashboard = Service::start(test, "dashboard", &broker, &[]);
+    alerting.wait_ready().await;
+    dashboard.wait_ready().await;
+    let addr = dashboard.addr("http").await;
+    let idle = |s: &Service| rss_kib(s.pid()).unwrap_or(0) as f64 / 1024.0;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| tokio::spawn(client(addr, usize::MAX, true, stop.clone())))
+        .collect();
+    let (peaks, sampler) = sample_peaks(vec![alerting.pid(), dashboard.pid()]);
+    let sensor = Service::start(
+        test,
+        "sensor",
+        &broker,
+        &[
+            ("SENSOR_COUNT", &SENSORS.to_string()),
+            ("SENSOR_RATE", &STEADY_RATE.to_string()),
+        ],
+    );
+    sensor.wait_ready().await;
+    let idle_rss: Vec<(String, f64)> = [&sensor, &alerting, &dashboard]
+        .iter()
+        .map(|s| (s.name.clone(), idle(s)))
+        .collect();
+    let (sensor_peak, sensor_sampler) = sample_peaks(vec![sensor.pid()]);
+    tokio::time::sleep(Duration::from_secs(STEADY_SECONDS)).await;
+    stop.cancel();
+    let mut latencies: Vec<f64> = Vec::new();
+    for c in clients {
+        latencies.extend(c.await.expect("client").latencies_ms);
+    }
+    latencies.sort_by(f64::total_cmp);
+    sampler.abort();
+    sensor_sampler.abort();
+    let peak = |s: &Service| {
+        let p = peaks.lock().unwrap().get(&s.pid()).copied();
+        let q = sensor_peak.lock().unwrap().get(&s.pid()).copied();
+        let drain = drain_peaks.get(s.name.as_str()).copied().unwrap_or(0.0);
+        (p.or(q).unwrap_or(0) as f64 / 1024.0).max(drain)
+    };
+    let rss_mib: Vec<(String, f64, f64)> = [&sensor, &alerting, &dashboard]
+        .iter()
+        .zip(idle_rss)
+        .map(|(s, (name, idle))| (name, idle, peak(s).max(idle)))
+        .collect();
+
+    let results = Results {
+        backlog_readings: BACKLOG,
+        alerting_readings_per_s: alerting_rate,
+        dashboard_readings_per_s: dashboard_rate,
+        clients: CLIENTS,
+        clients_complete: complete,
+        steady_rate: STEADY_RATE,
+        steady_seconds: STEADY_SECONDS,
+        latency_samples: latencies.len(),
+        latency_p50_ms: percentile(&latencies, 0.5),
+        latency_p99_ms: percentile(&latencies, 0.99),
+        latency_max_ms: latencies.last().copied().unwrap_or(f64::NAN),
+        rss_mib,
+    };
+    println!("\nSensor path (release binaries, local broker, {CLIENTS} event-stream clients)");
+    println!("| measure | result | target |");
+    println!("|---|---:|---|");
+    println!(
+        "| alerting: readings ingested per second ({BACKLOG} backlog) | {:.0}/s | ≥ 20,000/s |",
+        results.alerting_readings_per_s
+    );
+    println!(
+        "| dashboard: readings ingested per second, {CLIENTS} clients | {:.0}/s | ≥ 20,000/s |",
+        results.dashboard_readings_per_s
+    );
+    println!(
+        "| clients that received every reading | {} of {CLIENTS} | all |",
+        results.clients_complete
+    );
+    println!(
+        "| reading → browser event p50 / p99 / max at {STEADY_RATE}/s ({} samples) | {:.1} / {:.1} / {:.1} ms | p99 < 100 ms |",
+        results.latency_samples,
+        results.latency_p50_ms,
+        results.latency_p99_ms,
+        results.latency_max_ms
+    );
+    for (name, idle, peak) in &results.rss_mib {
+        println!("| {name}: RSS idle / peak | {idle:.1} / {peak:.1} MiB | < 64 MiB |");
+    }
+    let dir = system_tests::root().join("target/bench");
+    std::fs::create_dir_all(&dir).expect("target/bench");
+    let path = dir.join("sensors.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&results).expect("json")).expect("write");
+    println!("\nWritten to {}", path.display());
+}
