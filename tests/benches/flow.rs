@@ -20,11 +20,9 @@
 use events::{NotificationSent, PaymentProcessed, topics};
 use futures::StreamExt;
 use serde::Serialize;
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use system_tests::procfs::{cpu_seconds, rss_kib};
+use system_tests::procfs::{cpu_seconds, rss_kib, sample_peaks};
 use system_tests::service::partitions_shared_by;
 use system_tests::topics::{Writer, read_all};
 use system_tests::{Broker, Service, eventually};
@@ -182,25 +180,6 @@ fn run_peer(script: &PathBuf, bootstrap: &str, n: usize, rate: Option<f64>) -> P
         }
     }
     run
-}
-
-/// Samples the resident memory of `pids` every 100 ms until aborted; the peak per pid.
-fn sample_peaks(pids: Vec<u32>) -> (Arc<Mutex<HashMap<u32, u64>>>, tokio::task::JoinHandle<()>) {
-    let peaks = Arc::new(Mutex::new(HashMap::new()));
-    let shared = peaks.clone();
-    let task = tokio::spawn(async move {
-        loop {
-            for &pid in &pids {
-                if let Some(rss) = rss_kib(pid) {
-                    let mut p = shared.lock().expect("peaks lock");
-                    let e = p.entry(pid).or_insert(0);
-                    *e = (*e).max(rss);
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    });
-    (peaks, task)
 }
 
 fn cpu_of(services: &[&Service]) -> f64 {

@@ -21,7 +21,7 @@ use futures::StreamExt;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
-use system_tests::procfs::rss_kib;
+use system_tests::procfs::{rss_kib, sample_peaks};
 use system_tests::sse::SseClient;
 use system_tests::topics::Writer;
 use system_tests::{Broker, Service};
@@ -97,30 +97,6 @@ async fn client(
         }
     }
     run
-}
-
-/// Samples the resident memory of `pids` every 100 ms until aborted; the peak per pid (KiB).
-fn sample_peaks(
-    pids: Vec<u32>,
-) -> (
-    std::sync::Arc<std::sync::Mutex<HashMap<u32, u64>>>,
-    tokio::task::JoinHandle<()>,
-) {
-    let peaks = std::sync::Arc::new(std::sync::Mutex::new(HashMap::new()));
-    let shared = peaks.clone();
-    let task = tokio::spawn(async move {
-        loop {
-            for &pid in &pids {
-                if let Some(rss) = rss_kib(pid) {
-                    let mut p = shared.lock().expect("peaks lock");
-                    let e = p.entry(pid).or_insert(0);
-                    *e = (*e).max(rss);
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    });
-    (peaks, task)
 }
 
 /// Waits until `metric` of `service` reaches `n`; returns when it first moved and when it got

@@ -34,6 +34,28 @@ fn clock_ticks() -> f64 {
     })
 }
 
+/// Peak resident memory (KiB) per pid, sampled every 100 ms until the task is aborted.
+pub type Peaks = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<u32, u64>>>;
+
+/// Samples the resident memory of `pids` every 100 ms until the returned task is aborted.
+pub fn sample_peaks(pids: Vec<u32>) -> (Peaks, tokio::task::JoinHandle<()>) {
+    let peaks = Peaks::default();
+    let shared = peaks.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            for &pid in &pids {
+                if let Some(rss) = rss_kib(pid) {
+                    let mut p = shared.lock().expect("peaks lock");
+                    let e = p.entry(pid).or_insert(0);
+                    *e = (*e).max(rss);
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    });
+    (peaks, task)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

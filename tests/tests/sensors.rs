@@ -80,6 +80,15 @@ async fn get_json(url: &str) -> Value {
         .expect("json body")
 }
 
+/// Polls `url` until its JSON has `len` entries in the array `field`; returns that JSON.
+async fn wait_for_len(url: &str, field: &str, len: usize, what: &str) -> Value {
+    eventually(what, Duration::from_secs(30), || async {
+        let v = get_json(url).await;
+        (v[field].as_array().map(Vec::len) == Some(len)).then_some(v)
+    })
+    .await
+}
+
 fn raised(a: &str, metric: &str, v: f64) -> (String, String, f64) {
     (a.to_owned(), metric.to_owned(), v)
 }
@@ -161,13 +170,11 @@ async fn readings_in_alerts_out_once_per_crossing_and_the_apis_show_both() {
 
     // The dashboard: the latest reading of each sensor, and the alerts, open first.
     let readings_url = dashboard.url("http", "/api/readings").await;
-    let latest = eventually(
+    let latest = wait_for_len(
+        &readings_url,
+        "sensors",
+        4,
         "the dashboard to have all four sensors",
-        Duration::from_secs(20),
-        || async {
-            let v = get_json(&readings_url).await;
-            (v["sensors"].as_array().map(Vec::len) == Some(4)).then_some(v)
-        },
     )
     .await;
     let temps: Vec<f64> = latest["sensors"]
@@ -182,13 +189,11 @@ async fn readings_in_alerts_out_once_per_crossing_and_the_apis_show_both() {
         "by sensor id, each its latest"
     );
     let alerts_url = dashboard.url("http", "/api/alerts").await;
-    let alerts = eventually(
+    let alerts = wait_for_len(
+        &alerts_url,
+        "alerts",
+        3,
         "the dashboard to list three alerts",
-        Duration::from_secs(20),
-        || async {
-            let v = get_json(&alerts_url).await;
-            (v["alerts"].as_array().map(Vec::len) == Some(3)).then_some(v)
-        },
     )
     .await;
     assert_eq!(alerts["open"], 1);
@@ -268,13 +273,11 @@ async fn restarts_keep_alert_state_and_never_raise_a_second_alert() {
     let dashboard = Service::start(test, "dashboard", &broker, &[]);
     dashboard.wait_ready().await;
     let alerts_url = dashboard.url("http", "/api/alerts").await;
-    let alerts = eventually(
+    let alerts = wait_for_len(
+        &alerts_url,
+        "alerts",
+        2,
         "the restarted dashboard to list both alerts",
-        Duration::from_secs(30),
-        || async {
-            let v = get_json(&alerts_url).await;
-            (v["alerts"].as_array().map(Vec::len) == Some(2)).then_some(v)
-        },
     )
     .await;
     assert_eq!(alerts["open"], 1);
