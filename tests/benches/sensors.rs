@@ -2,8 +2,8 @@
 //! real broker, release binaries, the short-wait fetch profile. Printed as a table and written to
 //! `target/bench/sensors.json`. Not a test: nothing here passes or fails on a number.
 //!
-//! 1. Ingest: 200,000 readings of 1,000 sensors written to `sensor-readings` first, then alerting
-//!    and the dashboard started; readings per second from each one's first record to its last
+//! 1. Ingest: 200,000 readings of 1,000 sensors (200 simulated seconds of the simulator's weather)
+//!    written to `sensor-readings` first, then alerting and the dashboard started; readings per second from each one's first record to its last
 //!    (the dashboard's count includes delivering every one to 10 connected clients).
 //!    The clients only count what they receive here.
 //! 2. Latency, on a fresh broker: the sensor simulator at 1,000 readings/s (1,000 sensors, one
@@ -129,10 +129,23 @@ async fn main() {
     let writer = Writer::new(&broker.bootstrap);
 
     eprintln!("sensors: writing {BACKLOG} readings of {SENSORS} sensors …");
-    futures::stream::iter(0..BACKLOG)
-        .map(|i| {
-            let sensor = 1 + (i as u32 % SENSORS);
-            let r = SensorReading::new(sensor, 20.0 + (i % 150) as f64 / 10.0, 50.0, Utc::now());
+    // The simulator's weather, a reading a second per sensor: mostly calm, with the hot share's
+    // crossings (alerts raised and cleared) where their simulated days take them.
+    let mut rng = fastrand::Rng::with_seed(42);
+    let mut fleet = sensor::weather::fleet(1, SENSORS, 0.2, 0.1, &mut rng);
+    let start = Utc::now() - chrono::Duration::seconds((BACKLOG / SENSORS as usize) as i64);
+    let mut readings = Vec::with_capacity(BACKLOG);
+    for second in 0..BACKLOG / SENSORS as usize {
+        let day_fraction = (second % 600) as f64 / 600.0;
+        for s in &mut fleet {
+            s.step(1.0, day_fraction, &mut rng);
+            let (t, h) = s.reported();
+            let at = start + chrono::Duration::seconds(second as i64);
+            readings.push(SensorReading::new(s.sensor_id, t, h, at));
+        }
+    }
+    futures::stream::iter(readings)
+        .map(|r| {
             let writer = &writer;
             async move {
                 writer
