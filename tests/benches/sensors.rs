@@ -45,6 +45,7 @@ struct Results {
     latency_p50_ms: f64,
     latency_p99_ms: f64,
     latency_max_ms: f64,
+    latency_p99_ms_by_third: Vec<f64>,
     rss_mib: Vec<(String, f64, f64)>,
 }
 
@@ -232,10 +233,25 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(STEADY_SECONDS)).await;
     stop.cancel();
     let mut latencies: Vec<f64> = Vec::new();
+    // p99 over each third of the run (by arrival), to show whether the latency grows with the
+    // broker's log.
+    let mut thirds: [Vec<f64>; 3] = Default::default();
     for c in clients {
-        latencies.extend(c.await.expect("client").latencies_ms);
+        let run = c.await.expect("client").latencies_ms;
+        let third = run.len().div_ceil(3).max(1);
+        for (i, chunk) in run.chunks(third).enumerate() {
+            thirds[i.min(2)].extend_from_slice(chunk);
+        }
+        latencies.extend(run);
     }
     latencies.sort_by(f64::total_cmp);
+    let p99_by_third: Vec<f64> = thirds
+        .iter_mut()
+        .map(|t| {
+            t.sort_by(f64::total_cmp);
+            percentile(t, 0.99)
+        })
+        .collect();
     sampler.abort();
     sensor_sampler.abort();
     let peak = |s: &Service| {
@@ -262,6 +278,7 @@ async fn main() {
         latency_p50_ms: percentile(&latencies, 0.5),
         latency_p99_ms: percentile(&latencies, 0.99),
         latency_max_ms: latencies.last().copied().unwrap_or(f64::NAN),
+        latency_p99_ms_by_third: p99_by_third,
         rss_mib,
     };
     println!("\nSensor path (release binaries, local broker, {CLIENTS} event-stream clients)");
@@ -285,6 +302,12 @@ async fn main() {
         results.latency_p50_ms,
         results.latency_p99_ms,
         results.latency_max_ms
+    );
+    println!(
+        "| the same p99 over the run's first, second and last 10 s | {:.1} / {:.1} / {:.1} ms | |",
+        results.latency_p99_ms_by_third[0],
+        results.latency_p99_ms_by_third[1],
+        results.latency_p99_ms_by_third[2]
     );
     for (name, idle, peak) in &results.rss_mib {
         println!("| {name}: RSS idle / peak | {idle:.1} / {peak:.1} MiB | < 64 MiB |");
