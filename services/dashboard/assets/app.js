@@ -220,10 +220,11 @@ function renderRate() {
   const now = performance.now();
   while (model.arrivals.length && model.arrivals[0][0] < now - RATE_WINDOW_MS) model.arrivals.shift();
   const count = model.arrivals.reduce((sum, [, n]) => sum + n, 0);
-  // Over the last RATE_WINDOW_MS, or over what has been seen of it since the page opened.
-  const seconds = model.firstArrival === null ? 1
-    : Math.min(RATE_WINDOW_MS, Math.max(1000, now - model.firstArrival)) / 1000;
-  $("rate").textContent = Math.round(count / seconds);
+  // Over the last RATE_WINDOW_MS, or over what has been seen of it since the page opened; not
+  // before a whole second has been seen.
+  const seen = model.firstArrival === null ? 0 : now - model.firstArrival;
+  $("rate").textContent = seen < 1000 ? "…"
+    : Math.round(count / (Math.min(RATE_WINDOW_MS, seen) / 1000));
 }
 
 function render() {
