@@ -29,6 +29,7 @@ pub use sensor::{
 use serde::de::DeserializeOwned;
 
 pub mod topics;
+pub mod topology;
 
 /// An event type that knows its `event_type` tag and can check its own invariants.
 pub trait Event: DeserializeOwned {

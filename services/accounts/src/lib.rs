@@ -18,7 +18,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use events::{LoginEvent, LoginEventType, topics};
+use events::{LoginEvent, LoginEventType};
 use passwords::Passwords;
 use platform::config::{ConfigError, Env};
 use platform::http::{ApiError, Gate, JsonBody, Server};
@@ -414,7 +414,11 @@ impl Application {
         // Events wait in the outbox while the broker is away: it does not gate readiness.
         let rt = Runtime::start_with(
             &config.service,
-            vec![topics::LOGIN_EVENTS.to_owned()],
+            events::topology::of(SERVICE)
+                .writes
+                .iter()
+                .map(|t| (*t).to_owned())
+                .collect(),
             false,
             shutdown.clone(),
         )

@@ -244,10 +244,12 @@ pub async fn build(
     config: Config,
     shutdown: &CancellationToken,
 ) -> Result<ConsumerService<impl Handler>, platform::Error> {
+    let access = events::topology::of(SERVICE);
+    let writes = access.outputs();
     let subscription = Subscription {
-        group: "alerting",
-        topics: &[topics::SENSOR_READINGS],
-        writes: &[topics::SENSOR_ALERTS, topics::ALERTING_STATE_CHANGELOG],
+        group: access.group.expect("a consuming service has a group"),
+        topics: access.reads,
+        writes: &writes,
     };
     ConsumerService::build(&config.service, subscription, shutdown, |rt| {
         let state = rt.store("alerting-state", topics::ALERTING_STATE_CHANGELOG);

@@ -381,10 +381,12 @@ pub async fn build(
     config: Config,
     shutdown: &CancellationToken,
 ) -> Result<ConsumerService<impl Handler>, platform::Error> {
+    let access = events::topology::of(SERVICE);
+    let writes = access.outputs();
     let subscription = Subscription {
-        group: "dashboard",
-        topics: &[topics::SENSOR_READINGS, topics::SENSOR_ALERTS],
-        writes: &[],
+        group: access.group.expect("a consuming service has a group"),
+        topics: access.reads,
+        writes: &writes,
     };
     let kafka = config.service.kafka.clone();
     ConsumerService::build(&config.service, subscription, shutdown, |rt| {

@@ -202,10 +202,12 @@ pub async fn build(
     config: Config,
     shutdown: &CancellationToken,
 ) -> Result<ConsumerService<impl Handler>, platform::Error> {
+    let access = events::topology::of(SERVICE);
+    let writes = access.outputs();
     let subscription = Subscription {
-        group: "inventory",
-        topics: &[topics::ORDERS],
-        writes: &[topics::INVENTORY, topics::INVENTORY_STOCK_CHANGELOG],
+        group: access.group.expect("a consuming service has a group"),
+        topics: access.reads,
+        writes: &writes,
     };
     ConsumerService::build(&config.service, subscription, shutdown, |rt| {
         let shards = Shards {

@@ -204,10 +204,12 @@ pub async fn build(
     config: Config,
     shutdown: &CancellationToken,
 ) -> Result<ConsumerService<impl Handler>, platform::Error> {
+    let access = events::topology::of(SERVICE);
+    let writes = access.outputs();
     let subscription = Subscription {
-        group: "notification",
-        topics: &[topics::PAYMENTS],
-        writes: &[topics::NOTIFICATIONS, topics::NOTIFICATION_SENT_CHANGELOG],
+        group: access.group.expect("a consuming service has a group"),
+        topics: access.reads,
+        writes: &writes,
     };
     ConsumerService::build(&config.service, subscription, shutdown, |rt| {
         let outbox = Arc::new(Mutex::new(Outbox::new(config.history)));

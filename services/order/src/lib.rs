@@ -128,7 +128,11 @@ impl Application {
     ) -> Result<Self, platform::Error> {
         let rt = Runtime::start(
             &config.service,
-            vec![topics::ORDERS.to_owned()],
+            events::topology::of(SERVICE)
+                .writes
+                .iter()
+                .map(|t| (*t).to_owned())
+                .collect(),
             shutdown.clone(),
         )
         .await?;

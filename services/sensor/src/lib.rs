@@ -198,7 +198,11 @@ impl Application {
     ) -> Result<Self, platform::Error> {
         let rt = Runtime::start(
             &config.service,
-            vec![topics::SENSOR_READINGS.to_owned()],
+            events::topology::of(SERVICE)
+                .writes
+                .iter()
+                .map(|t| (*t).to_owned())
+                .collect(),
             shutdown.clone(),
         )
         .await?;

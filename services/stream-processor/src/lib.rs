@@ -463,22 +463,12 @@ pub async fn build(
     config: Config,
     shutdown: &CancellationToken,
 ) -> Result<ConsumerService<impl Handler>, platform::Error> {
+    let access = events::topology::of(SERVICE);
+    let writes = access.outputs();
     let subscription = Subscription {
-        group: "stream-processor",
-        topics: &[
-            topics::INPUT,
-            topics::PAYMENTS,
-            topics::PAYMENTS_BY_USER,
-            topics::LOGIN_EVENTS,
-        ],
-        writes: &[
-            topics::OUTPUT,
-            topics::PAYMENT_WINDOWS,
-            topics::LOGIN_WINDOWS,
-            topics::AGGREGATES_CHANGELOG,
-            topics::WINDOWS_CHANGELOG,
-            topics::LOGIN_WINDOWS_CHANGELOG,
-        ],
+        group: access.group.expect("a consuming service has a group"),
+        topics: access.reads,
+        writes: &writes,
     };
     ConsumerService::build(&config.service, subscription, shutdown, |rt| {
         let stores = Stores {
