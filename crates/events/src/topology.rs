@@ -35,6 +35,15 @@ impl Access {
     pub fn outputs(&self) -> Vec<&'static str> {
         self.writes.iter().chain(self.stores).copied().collect()
     }
+
+    /// A consuming service's group, the topics it reads and its [`outputs`](Self::outputs): what
+    /// `platform::Subscription` takes. Panics for a service without a group.
+    pub fn consumer(&self) -> (&'static str, &'static [&'static str], Vec<&'static str>) {
+        let group = self
+            .group
+            .unwrap_or_else(|| panic!("`{}` consumes nothing", self.service));
+        (group, self.reads, self.outputs())
+    }
 }
 
 const fn producer(service: &'static str, writes: &'static [&'static str]) -> Access {

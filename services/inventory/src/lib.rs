@@ -202,11 +202,10 @@ pub async fn build(
     config: Config,
     shutdown: &CancellationToken,
 ) -> Result<ConsumerService<impl Handler>, platform::Error> {
-    let access = events::topology::of(SERVICE);
-    let writes = access.outputs();
+    let (group, topics, writes) = events::topology::of(SERVICE).consumer();
     let subscription = Subscription {
-        group: access.group.expect("a consuming service has a group"),
-        topics: access.reads,
+        group,
+        topics,
         writes: &writes,
     };
     ConsumerService::build(&config.service, subscription, shutdown, |rt| {
