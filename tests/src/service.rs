@@ -52,6 +52,8 @@ pub struct Service {
     child: Child,
     lines: Arc<Mutex<Vec<Value>>>,
     log_path: PathBuf,
+    /// The threads reading stdout and stderr; they end when the process has closed both.
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Service {
@@ -104,12 +106,13 @@ impl Service {
         ));
         let stdout = child.stdout.take().expect("piped stdout");
         let stderr = child.stderr.take().expect("piped stderr");
+        let mut readers = Vec::new();
         for (stream, parse) in [
             (Box::new(stdout) as Box<dyn std::io::Read + Send>, true),
             (Box::new(stderr), false),
         ] {
             let (lines, file) = (lines.clone(), file.clone());
-            std::thread::spawn(move || {
+            readers.push(std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
                     let _ = writeln!(file.lock().expect("log file lock"), "{line}");
                     let value = if parse {
@@ -119,13 +122,14 @@ impl Service {
                     };
                     lines.lock().expect("lines lock").push(value);
                 }
-            });
+            }));
         }
         Self {
             name: name.to_owned(),
             child,
             lines,
             log_path,
+            readers,
         }
     }
 
@@ -221,14 +225,20 @@ impl Service {
     }
 
     /// Waits for the process to exit.
+    /// Waits for the process to exit, then for its last output lines to be collected.
     pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         let name = self.name.clone();
         let child = &mut self.child;
-        eventually(&format!("{name} to exit"), timeout, || {
+        let status = eventually(&format!("{name} to exit"), timeout, || {
             let r = child.try_wait().expect("try_wait");
             async move { r }
         })
-        .await
+        .await;
+        // The process is gone, so its pipes reach their end and the readers finish.
+        for reader in std::mem::take(&mut self.readers) {
+            let _ = tokio::task::spawn_blocking(move || reader.join()).await;
+        }
+        status
     }
 
     pub fn pid(&self) -> u32 {
