@@ -36,6 +36,11 @@ impl Access {
         self.writes.iter().chain(self.stores).copied().collect()
     }
 
+    /// The topics a producing service writes, as `platform::Runtime::start` takes them.
+    pub fn written(&self) -> Vec<String> {
+        self.writes.iter().map(|t| (*t).to_owned()).collect()
+    }
+
     /// A consuming service's group, the topics it reads and its [`outputs`](Self::outputs): what
     /// `platform::Subscription` takes. Panics for a service without a group.
     pub fn consumer(&self) -> (&'static str, &'static [&'static str], Vec<&'static str>) {

@@ -414,11 +414,7 @@ impl Application {
         // Events wait in the outbox while the broker is away: it does not gate readiness.
         let rt = Runtime::start_with(
             &config.service,
-            events::topology::of(SERVICE)
-                .writes
-                .iter()
-                .map(|t| (*t).to_owned())
-                .collect(),
+            events::topology::of(SERVICE).written(),
             false,
             shutdown.clone(),
         )

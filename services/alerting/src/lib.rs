@@ -123,10 +123,7 @@ impl Handler for Alerting {
         _meta: &RecordMeta,
         payload: Option<&[u8]>,
     ) -> Result<SensorReading, Rejection> {
-        events::decode(payload).map_err(|e| Rejection {
-            kind: e.kind(),
-            reason: e.to_string(),
-        })
+        events::decode(payload).map_err(Rejection::from)
     }
 
     async fn handle(&self, reading: &SensorReading, meta: &RecordMeta) -> Result<(), HandleError> {

@@ -105,18 +105,14 @@ impl Handler for Dashboard {
     type Input = Update;
 
     fn decode(&self, meta: &RecordMeta, payload: Option<&[u8]>) -> Result<Update, Rejection> {
-        let rejection = |e: events::DecodeError| Rejection {
-            kind: e.kind(),
-            reason: e.to_string(),
-        };
         if meta.topic == topics::SENSOR_ALERTS {
             events::decode::<SensorAlert>(payload)
                 .map(Update::Alert)
-                .map_err(rejection)
+                .map_err(Rejection::from)
         } else {
             events::decode::<SensorReading>(payload)
                 .map(Update::Reading)
-                .map_err(rejection)
+                .map_err(Rejection::from)
         }
     }
 

@@ -116,10 +116,7 @@ impl Handler for Reservations {
         _meta: &RecordMeta,
         payload: Option<&[u8]>,
     ) -> Result<OrderCreated, Rejection> {
-        events::decode(payload).map_err(|e| Rejection {
-            kind: e.kind(),
-            reason: e.to_string(),
-        })
+        events::decode(payload).map_err(Rejection::from)
     }
 
     async fn handle(&self, order: &OrderCreated, meta: &RecordMeta) -> Result<(), HandleError> {

@@ -90,10 +90,7 @@ impl Handler for Notifier {
         _meta: &RecordMeta,
         payload: Option<&[u8]>,
     ) -> Result<PaymentProcessed, Rejection> {
-        events::decode(payload).map_err(|e| Rejection {
-            kind: e.kind(),
-            reason: e.to_string(),
-        })
+        events::decode(payload).map_err(Rejection::from)
     }
 
     async fn handle(

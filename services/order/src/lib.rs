@@ -128,11 +128,7 @@ impl Application {
     ) -> Result<Self, platform::Error> {
         let rt = Runtime::start(
             &config.service,
-            events::topology::of(SERVICE)
-                .writes
-                .iter()
-                .map(|t| (*t).to_owned())
-                .collect(),
+            events::topology::of(SERVICE).written(),
             shutdown.clone(),
         )
         .await?;

@@ -324,17 +324,11 @@ impl Handler for Processor {
         } else if meta.topic == topics::LOGIN_EVENTS {
             events::decode(payload)
                 .map(Input::Login)
-                .map_err(|e| Rejection {
-                    kind: e.kind(),
-                    reason: e.to_string(),
-                })
+                .map_err(Rejection::from)
         } else {
             events::decode(payload)
                 .map(Input::Payment)
-                .map_err(|e| Rejection {
-                    kind: e.kind(),
-                    reason: e.to_string(),
-                })
+                .map_err(Rejection::from)
         }
     }
 

@@ -108,6 +108,17 @@ pub struct Rejection {
     pub reason: String,
 }
 
+/// An undecodable or invalid event: its kind and its sentence, as the dead-letter headers carry
+/// them.
+impl From<events::DecodeError> for Rejection {
+    fn from(e: events::DecodeError) -> Self {
+        Self {
+            kind: e.kind(),
+            reason: e.to_string(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HandleError {
     /// A dependency failed (the broker did not acknowledge, a database was down): try again.
