@@ -132,7 +132,7 @@ impl Hub {
             }
         }
         self.metrics.readings.inc_by(readings.len() as u64);
-        self.metrics.sensors.set(st.view.sensors().len() as i64);
+        self.metrics.sensors.set(st.view.sensor_count() as i64);
         if readings.is_empty() && alerts.is_empty() {
             return;
         }

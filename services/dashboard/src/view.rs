@@ -214,6 +214,10 @@ impl View {
         sensors
     }
 
+    pub fn sensor_count(&self) -> usize {
+        self.latest.len()
+    }
+
     pub fn sensor(&self, id: u32) -> Option<&SensorReading> {
         self.latest.get(&id)
     }
