@@ -7,7 +7,9 @@
 # Stages: `planner` reduces the workspace to a dependency recipe (cargo-chef), `builder` compiles
 # the dependencies from that recipe alone — a layer that stays cached until Cargo.toml/Cargo.lock
 # change — then the workspace, and the final stage copies one stripped binary onto distroless
-# (glibc and libgcc only: no shell, no package manager), running as an unprivileged user.
+# (glibc, libgcc, OpenSSL's libssl3 and the CA bundle; no shell, no package manager), running as
+# an unprivileged user. The binaries link libssl3 dynamically for Kafka's TLS and SCRAM, so the
+# runtime base must carry the same OpenSSL 3 major version as the builder: both are Debian 12.
 # Expected size: about 32 MB per service image (distroless/cc-debian12 ~23 MB + a ~9 MB stripped
 # binary, measured with `cargo build --release`); the goal is under 40 MB.
 
@@ -15,11 +17,11 @@ ARG RUST_VERSION=1.95.0
 ARG DEBIAN_SUITE=bookworm
 
 FROM rust:${RUST_VERSION}-slim-${DEBIAN_SUITE} AS chef
-# librdkafka is compiled from source by rdkafka-sys: it needs a C toolchain, make, perl and
-# pkg-config (zlib is built in statically).
+# librdkafka is compiled from source by rdkafka-sys: it needs a C toolchain, make, perl,
+# pkg-config and OpenSSL's headers for TLS and SCRAM (zlib is built in statically).
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends build-essential perl pkg-config python3 \
+    && apt-get install -y --no-install-recommends build-essential libssl-dev perl pkg-config python3 \
     && rm -rf /var/lib/apt/lists/*
 RUN cargo install cargo-chef --version 0.1.78 --locked
 WORKDIR /app

@@ -66,19 +66,57 @@ fn every_service_names_only_the_topics_its_row_gives_it() {
 
 #[test]
 fn every_service_that_talks_to_kafka_has_a_row() {
-    let tools = ["loadgen"]; // a load generator and a reader of `notifications`, not a service
     for entry in std::fs::read_dir(root().join("services")).expect("services") {
         let name = entry
             .expect("entry")
             .file_name()
             .into_string()
             .expect("utf-8");
-        if tools.contains(&name.as_str()) {
-            continue;
-        }
         assert!(
             events::topology::SERVICES.iter().any(|a| a.service == name),
             "services/{name} has no row in events::topology::SERVICES"
         );
     }
+}
+
+/// The table as the chart reads it: per service, its group, the topics it reads (its inputs and
+/// its changelogs, read back on restore) and the topics it writes (its outputs, changelogs and
+/// dead-letter topics). The KafkaUsers' ACLs are rendered from exactly this.
+fn chart_topology() -> serde_json::Value {
+    let services: serde_json::Map<String, serde_json::Value> = events::topology::SERVICES
+        .iter()
+        .map(|a| {
+            let read: Vec<&str> = a.reads.iter().chain(a.stores).copied().collect();
+            let mut write: Vec<String> = a.outputs().iter().map(|t| (*t).to_owned()).collect();
+            write.extend(a.dead_letters(platform::kafka::dead_letter_topic));
+            (
+                a.service.to_owned(),
+                serde_json::json!({"group": a.group, "read": read, "write": write}),
+            )
+        })
+        .collect();
+    serde_json::json!({
+        "comment": "Generated from crates/events/src/topology.rs by `make topology`; do not edit. \
+                    templates/kafkausers.yaml renders each service's ACLs from it.",
+        "services": services,
+    })
+}
+
+#[test]
+fn the_charts_copy_of_the_table_is_current() {
+    let path = root().join("charts/kafka-microservices/files/topology.json");
+    let generated = format!(
+        "{}\n",
+        serde_json::to_string_pretty(&chart_topology()).expect("json")
+    );
+    if std::env::var_os("UPDATE_TOPOLOGY").is_some() {
+        std::fs::create_dir_all(path.parent().expect("dir")).expect("mkdir");
+        std::fs::write(&path, &generated).expect("write topology.json");
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "{} is not the table's; run `make topology`",
+        path.display()
+    );
 }

@@ -74,13 +74,14 @@ pub enum Error {
     #[error("{0}")]
     Config(#[from] platform::config::ConfigError),
     #[error(
-        "no broker answered at {servers} within {seconds} s ({source}). Is it running? \
+        "no broker answered at {servers} within {seconds} s ({cause}). Is it running? \
          `make run` and the kind cluster both listen on localhost:9092 (README, \"Console tool\")"
     )]
     Unreachable {
         servers: String,
         seconds: u64,
-        source: rdkafka::error::KafkaError,
+        /// The request's error, and the client's own last error (such as a failed login).
+        cause: String,
     },
     #[error("{0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
@@ -140,7 +141,10 @@ impl Connection {
             .map_err(|source| Error::Unreachable {
                 servers: self.config.bootstrap_servers.clone(),
                 seconds: self.timeout.as_secs(),
-                source,
+                cause: match consumer.context().errors().last() {
+                    Some(last) => format!("{source}; {last}"),
+                    None => source.to_string(),
+                },
             })
     }
 }

@@ -121,6 +121,11 @@ impl Runtime {
                 what: "OPS_ADDR",
                 source,
             })?;
+        tracing::info!(
+            bootstrap_servers = %config.kafka.bootstrap_servers,
+            security = %config.kafka.security.describe(),
+            "kafka clients configured"
+        );
         let publisher = kafka::Publisher::new(&config.kafka, metrics.clone())?;
         let gate = if broker_gates_readiness {
             readiness.gate("broker", "not probed yet")

@@ -188,10 +188,40 @@ impl Shared {
     }
 }
 
+/// Retries a broker request a few times with jittered backoff. librdkafka 2.12 can drop a request
+/// queued on the bootstrap connection when it replaces that connection with the broker's own; with
+/// SASL over TLS, whose first connection takes longer, the first metadata request of a fresh client
+/// timed out that way against a broker that was up (`tests/tests/security.rs`).
+fn with_retries<T>(
+    what: &str,
+    mut request: impl FnMut() -> rdkafka::error::KafkaResult<T>,
+) -> anyhow::Result<T> {
+    use backon::BackoffBuilder;
+    let mut pauses = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(2))
+        .with_max_times(4)
+        .with_jitter()
+        .build();
+    loop {
+        match request() {
+            Ok(v) => return Ok(v),
+            Err(e) => match pauses.next() {
+                Some(pause) => std::thread::sleep(pause),
+                None => return Err(anyhow::Error::new(e).context(format!("{what} request"))),
+            },
+        }
+    }
+}
+
 /// A consumer of `notifications` positioned at the current end of every partition, so only
-/// notifications of this run's orders (and later ones) are read.
+/// notifications of this run's orders (and later ones) are read. It logs in as the services do
+/// (`KAFKA_SECURITY_PROTOCOL`, `KAFKA_SASL_*`, `KAFKA_SSL_*`).
 fn notifications_consumer(bootstrap: &str) -> anyhow::Result<StreamConsumer> {
-    let consumer: StreamConsumer = ClientConfig::new()
+    let security = platform::kafka::Security::from_env(&platform::config::Env::from_process())?;
+    let mut config = ClientConfig::new();
+    security.apply(&mut config);
+    let consumer: StreamConsumer = config
         .set("bootstrap.servers", bootstrap)
         .set("group.id", format!("loadgen-{}", Uuid::new_v4()))
         .set("enable.auto.commit", "false")
@@ -199,7 +229,9 @@ fn notifications_consumer(bootstrap: &str) -> anyhow::Result<StreamConsumer> {
         .set("fetch.wait.max.ms", "10")
         .create()?;
     let topic = events::topics::NOTIFICATIONS;
-    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let md = with_retries("metadata", || {
+        consumer.fetch_metadata(Some(topic), Duration::from_secs(5))
+    })?;
     let partitions: Vec<i32> = md
         .topics()
         .iter()
@@ -214,7 +246,9 @@ fn notifications_consumer(bootstrap: &str) -> anyhow::Result<StreamConsumer> {
     for p in partitions {
         // An explicit offset, resolved now: `Offset::End` would be resolved at the first fetch,
         // after which early notifications could already be behind it.
-        let (_, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+        let (_, high) = with_retries("watermarks", || {
+            consumer.fetch_watermarks(topic, p, Duration::from_secs(5))
+        })?;
         tpl.add_partition_offset(topic, p, Offset::Offset(high))?;
     }
     consumer.assign(&tpl)?;

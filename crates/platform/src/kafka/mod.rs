@@ -7,13 +7,15 @@ mod probe;
 mod producer;
 pub mod propagation;
 pub mod reader;
+mod security;
 
 pub use consumer::{
     COMMIT_BUDGET, ConsumeLoop, GroupContext, HandleError, Handler, RecordMeta, Rejection,
     headers as dlq_headers,
 };
 pub use probe::BrokerProbe;
-pub use producer::{PublishError, Published, Publisher};
+pub use producer::{ClientErrors, PublishError, Published, Publisher};
+pub use security::{Protocol, Sasl, Secret, Security, Tls};
 
 use crate::config::{ConfigError, Env};
 use rdkafka::ClientConfig;
@@ -50,10 +52,25 @@ pub struct KafkaConfig {
     pub retry_backoff_max: Duration,
     /// `KAFKA_SUMMARY_INTERVAL_MS`: how often a consumer logs its summary line at INFO.
     pub summary_interval: Duration,
+    /// `KAFKA_SECURITY_PROTOCOL`, `KAFKA_SASL_*`, `KAFKA_SSL_*`: see [`Security`].
+    pub security: Security,
     /// `KAFKA_EXTRA_CONFIG`: `key=value` pairs, comma-separated, passed to librdkafka as they are
-    /// (security settings such as `security.protocol=SASL_PLAINTEXT,sasl.mechanism=SCRAM-SHA-512`).
+    /// (tuning such as `socket.keepalive.enable=true`). Secrets are refused here: they would sit
+    /// in plain sight in the pod spec; `KAFKA_SASL_PASSWORD_FILE` and the `*_LOCATION` files
+    /// carry them.
     pub extra: Vec<(String, String)>,
 }
+
+/// librdkafka properties that hold a secret, refused in `KAFKA_EXTRA_CONFIG`.
+const SECRET_PROPERTIES: [&str; 7] = [
+    "sasl.password",
+    "sasl.jaas.config",
+    "sasl.oauthbearer.client.secret",
+    "ssl.key.password",
+    "ssl.key.pem",
+    "ssl.keystore.password",
+    "ssl_key",
+];
 
 impl KafkaConfig {
     pub fn from_env(env: &Env, service: &str) -> Result<Self, ConfigError> {
@@ -93,11 +110,22 @@ impl KafkaConfig {
             .map(str::trim)
             .filter(|p| !p.is_empty())
         {
+            // The value is never echoed: a malformed list may hold a secret.
             let (k, v) = pair.split_once('=').ok_or_else(|| ConfigError::Invalid {
                 var: "KAFKA_EXTRA_CONFIG".into(),
-                value: extra_raw.into(),
+                value: "(not shown)".into(),
                 expected: "comma-separated key=value librdkafka properties".into(),
             })?;
+            let key = k.trim().to_ascii_lowercase();
+            if SECRET_PROPERTIES.contains(&key.as_str()) {
+                return Err(ConfigError::Invalid {
+                    var: "KAFKA_EXTRA_CONFIG".into(),
+                    value: format!("{key}=(not shown)"),
+                    expected: "no secrets: give the password through KAFKA_SASL_PASSWORD_FILE \
+                               (or KAFKA_SASL_PASSWORD from a Secret) and keys as files"
+                        .into(),
+                });
+            }
             extra.push((k.trim().to_owned(), v.trim().to_owned()));
         }
         let config = Self {
@@ -118,6 +146,7 @@ impl KafkaConfig {
             drain_timeout: env.millis("KAFKA_DRAIN_TIMEOUT_MS", Duration::from_secs(8))?,
             retry_backoff_max: env.millis("KAFKA_RETRY_BACKOFF_MAX_MS", Duration::from_secs(5))?,
             summary_interval: env.millis("KAFKA_SUMMARY_INTERVAL_MS", Duration::from_secs(30))?,
+            security: Security::from_env(env)?,
             extra,
         };
         config.check_budgets()?;
@@ -182,6 +211,7 @@ impl KafkaConfig {
             // (`make bench`, 1,000 orders/s: created → notified p50 59 → 44 ms, p99 126 → 114 ms).
             .set("socket.nagle.disable", "true")
             .set("topic.metadata.refresh.interval.ms", "10000");
+        self.security.apply(&mut c);
         for (k, v) in &self.extra {
             c.set(k, v);
         }
@@ -284,15 +314,16 @@ mod tests {
                 ("KAFKA_BOOTSTRAP_SERVERS", "k:9092"),
                 (
                     "KAFKA_EXTRA_CONFIG",
-                    "security.protocol=SASL_PLAINTEXT, sasl.mechanism=SCRAM-SHA-512",
+                    "socket.keepalive.enable=true, message.max.bytes=2000000",
                 ),
             ]),
             "payment",
         )
         .expect("valid");
         let c = cfg.consumer_config("payment");
-        assert_eq!(c.get("security.protocol"), Some("SASL_PLAINTEXT"));
-        assert_eq!(c.get("sasl.mechanism"), Some("SCRAM-SHA-512"));
+        assert_eq!(c.get("socket.keepalive.enable"), Some("true"));
+        assert_eq!(c.get("message.max.bytes"), Some("2000000"));
+        assert_eq!(c.get("security.protocol"), Some("plaintext"));
         assert_eq!(c.get("enable.auto.offset.store"), Some("false"));
         assert_eq!(c.get("client.id"), Some("payment"));
 
@@ -305,6 +336,26 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().starts_with("KAFKA_EXTRA_CONFIG="), "{err}");
+
+        let err = KafkaConfig::from_env(
+            &env(&[
+                ("KAFKA_BOOTSTRAP_SERVERS", "k:9092"),
+                ("KAFKA_EXTRA_CONFIG", "linger.ms=1,sasl.password=hunter2"),
+            ]),
+            "payment",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("sasl.password"), "{err}");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        let err = KafkaConfig::from_env(
+            &env(&[
+                ("KAFKA_BOOTSTRAP_SERVERS", "k:9092"),
+                ("KAFKA_EXTRA_CONFIG", "sasl.password:hunter2"),
+            ]),
+            "payment",
+        )
+        .unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
     }
 
     #[test]

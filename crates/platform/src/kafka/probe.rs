@@ -19,6 +19,7 @@ impl BrokerProbe {
         shutdown: CancellationToken,
     ) -> JoinHandle<()> {
         let producer = publisher.client().clone();
+        let errors = publisher.errors();
         tokio::spawn(async move {
             let mut was_ready = None;
             loop {
@@ -39,6 +40,15 @@ impl BrokerProbe {
                 })
                 .await
                 .unwrap_or_else(|e| Err(format!("probe task failed: {e}")));
+                // A failed login or TLS handshake shows as a metadata timeout; the client's own
+                // report says which it was.
+                let verdict = verdict.map_err(|reason| match errors.last() {
+                    Some(cause) => format!("{reason} (last client error: {cause})"),
+                    None => reason,
+                });
+                if verdict.is_ok() {
+                    errors.clear();
+                }
                 let ready = verdict.is_ok();
                 match verdict {
                     Ok(brokers) => {

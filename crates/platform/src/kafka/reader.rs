@@ -6,6 +6,8 @@
 //! the data itself on every broker, and the local test broker's ListOffsets answers are not
 //! reliable.
 
+use super::ClientErrors;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{Message, OwnedMessage};
@@ -21,9 +23,21 @@ use std::time::{Duration, Instant};
 pub struct ReaderContext {
     /// (topic, partition) → (low, high) watermark, from the latest statistics.
     watermarks: Mutex<HashMap<(String, i32), (i64, i64)>>,
+    errors: ClientErrors,
+}
+
+impl ReaderContext {
+    /// The errors the client reported (a failed login, a refused TLS handshake).
+    pub fn errors(&self) -> &ClientErrors {
+        &self.errors
+    }
 }
 
 impl ClientContext for ReaderContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        self.errors.log(level, fac, message);
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         let end = matches!(
             error,
@@ -31,6 +45,7 @@ impl ClientContext for ReaderContext {
         );
         if !end {
             tracing::warn!(error = %error, reason, "kafka client error");
+            self.errors.record(&error, reason);
         }
     }
 
