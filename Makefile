@@ -18,6 +18,10 @@ NAMESPACE ?= kafka-demo
 RELEASE ?= kafka-microservices
 CHART ?= charts/kafka-microservices
 KAFKA_PROFILE ?= dev
+# plaintext (quick demo), scram (SCRAM-SHA-512 over TLS) or mtls (client certificates): the Kafka
+# listeners (k8s/kafka/security/) and the chart's KafkaUsers and client settings follow it.
+SECURITY ?= plaintext
+KAFKA_DIR = $(if $(filter plaintext,$(SECURITY)),k8s/kafka/$(KAFKA_PROFILE),k8s/kafka/security/$(KAFKA_PROFILE)-$(SECURITY))
 STRIMZI_VERSION ?= 1.2.0
 STRIMZI_CHART ?= oci://quay.io/strimzi-helm/strimzi-kafka-operator
 CNPG_VERSION ?= 1.30.0
@@ -87,6 +91,10 @@ lint: ## cargo fmt --check and clippy with warnings denied
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+.PHONY: topology
+topology: ## Rewrite the chart's copy of the topology table (charts/*/files/topology.json) from crates/events
+	UPDATE_TOPOLOGY=1 $(CARGO) test -p system-tests --test topology the_charts_copy_of_the_table_is_current
+
 .PHONY: chart-check
 chart-check: ## Offline checks of the chart, k8s/ and the Dockerfile (lint, schemas, checkov, hadolint)
 	scripts/chart-check.sh
@@ -146,9 +154,10 @@ cnpg: ## Install the CloudNativePG operator at CNPG_VERSION (PostgreSQL for acco
 	  || { echo "cnpg: the operator is not ready; kubectl -n cnpg-system get pods" >&2; exit 1; }
 
 .PHONY: kafka
-kafka: ## Create the Kafka cluster (KAFKA_PROFILE=dev: 1 node, ha: 3 nodes) and wait until it is Ready
-	$(call step,Kafka ($(KAFKA_PROFILE) profile))
-	$(KUBECTL) apply --namespace $(NAMESPACE) -f k8s/kafka/$(KAFKA_PROFILE)/kafka.yaml
+kafka: ## Create the Kafka cluster (KAFKA_PROFILE=dev: 1 node, ha: 3 nodes; SECURITY=plaintext|scram|mtls) and wait until it is Ready
+	@case "$(SECURITY)" in plaintext|scram|mtls) ;; *) echo "SECURITY=$(SECURITY): expected plaintext, scram or mtls" >&2; exit 2 ;; esac
+	$(call step,Kafka ($(KAFKA_PROFILE) profile, $(SECURITY)))
+	$(KUBECTL) apply --namespace $(NAMESPACE) -k $(KAFKA_DIR)
 	$(call step,waiting up to $(KAFKA_READY_TIMEOUT) for Kafka to be Ready (the first start pulls images))
 	$(KUBECTL) wait kafka/events --namespace $(NAMESPACE) --for=condition=Ready --timeout=$(KAFKA_READY_TIMEOUT) \
 	  || { echo "kafka: not Ready; kubectl -n $(NAMESPACE) describe kafka/events; kubectl -n $(NAMESPACE) get pods" >&2; exit 1; }
@@ -179,7 +188,7 @@ images: ## Build one image per service and load them into kind
 deploy: ## helm upgrade --install the services (and their KafkaTopics), waiting until they are ready
 	$(call step,helm release $(RELEASE) ($(IMAGE_REPOSITORY)/*:$(IMAGE_TAG)))
 	$(HELM) upgrade --install $(RELEASE) $(CHART) --namespace $(NAMESPACE) \
-	  --values k8s/kind-values.yaml $(HA_VALUES) \
+	  --values k8s/kind-values.yaml $(HA_VALUES) --set kafka.security.mode=$(SECURITY) \
 	  --set image.repository=$(IMAGE_REPOSITORY) --set image.tag=$(IMAGE_TAG) \
 	  --wait --timeout 10m \
 	  || { echo "deploy: not ready in time; kubectl -n $(NAMESPACE) get pods; make logs" >&2; exit 1; }

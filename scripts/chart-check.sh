@@ -76,6 +76,13 @@ done
 manifests=()
 if [ "$full" = yes ]; then
   manifests=(k8s/kind-config.yaml k8s/kafka/dev/kafka.yaml k8s/kafka/ha/kafka.yaml k8s/jaeger/jaeger.yaml)
+  # The Kafka cluster of each security mode, as `make kafka SECURITY=…` applies it (kustomize).
+  for overlay in k8s/kafka/security/*-*/; do
+    name="kafka-$(basename "$overlay")"
+    mkdir -p "$OUT/overlays"
+    run "template:$name" sh -c '"$1" kustomize "$2" > "$3"' _ "$BIN/kubectl" "$overlay" "$OUT/overlays/$name.yaml"
+    manifests+=("$OUT/overlays/$name.yaml")
+  done
 fi
 
 if [ ${#rendered[@]} -gt 0 ] || [ ${#manifests[@]} -gt 0 ]; then

@@ -430,3 +430,133 @@ fn the_chart_schema_knows_exactly_the_variables_each_service_reads() {
         );
     }
 }
+
+/// `(resource type, name, operation)` for every ACL a KafkaUser is given.
+fn acls(user: &Value) -> BTreeSet<(String, String, String)> {
+    let mut set = BTreeSet::new();
+    for acl in user["spec"]["authorization"]["acls"]
+        .as_array()
+        .expect("acls")
+    {
+        let r = &acl["resource"];
+        assert!(
+            acl["type"].is_null() || acl["type"] == "allow",
+            "only allow rules: {acl}"
+        );
+        assert!(
+            r["patternType"].is_null() || r["patternType"] == "literal",
+            "no prefix rules: {acl}"
+        );
+        for op in acl["operations"].as_array().expect("operations") {
+            set.insert((
+                r["type"].as_str().expect("type").to_owned(),
+                r["name"].as_str().unwrap_or("").to_owned(),
+                op.as_str().expect("operation").to_owned(),
+            ));
+        }
+    }
+    set
+}
+
+#[test]
+fn each_kafka_user_may_do_exactly_what_its_row_in_the_topology_table_gives_it() {
+    for (mode, authentication) in [("scram", "scram-sha-512"), ("mtls", "tls")] {
+        let objects = render(&[&format!("{CHART}/ci/{mode}-values.yaml")]);
+        let users: Vec<&Value> = objects
+            .iter()
+            .filter(|o| o["kind"] == "KafkaUser")
+            .collect();
+        for access in events::topology::SERVICES {
+            let user = users
+                .iter()
+                .find(|u| u["metadata"]["name"] == access.service)
+                .unwrap_or_else(|| panic!("{mode}: no KafkaUser for {}", access.service));
+            assert_eq!(user["spec"]["authentication"]["type"], authentication);
+            assert_eq!(user["metadata"]["labels"]["strimzi.io/cluster"], "events");
+            let topic = |t: &str, op: &str| ("topic".to_owned(), t.to_owned(), op.to_owned());
+            let mut expected = BTreeSet::new();
+            for t in access.reads.iter().chain(access.stores) {
+                expected.insert(topic(t, "Read"));
+                expected.insert(topic(t, "Describe"));
+            }
+            let dead_letters = access.dead_letters(platform::kafka::dead_letter_topic);
+            let written = access.outputs().into_iter().map(str::to_owned);
+            for t in written.chain(dead_letters) {
+                expected.insert(topic(&t, "Write"));
+                expected.insert(topic(&t, "Describe"));
+            }
+            if let Some(group) = access.group {
+                expected.insert(("group".into(), group.into(), "Read".into()));
+            }
+            assert_eq!(acls(user), expected, "{mode}: {}'s ACLs", access.service);
+        }
+        // The console tool's user reads and writes any topic; it creates, deletes and alters
+        // nothing.
+        let console = users
+            .iter()
+            .find(|u| u["metadata"]["name"] == "kafka-console")
+            .expect("a console user");
+        let ops: BTreeSet<String> = acls(console).into_iter().map(|(.., op)| op).collect();
+        for forbidden in ["Create", "Delete", "Alter", "AlterConfigs", "All"] {
+            assert!(!ops.contains(forbidden), "console may not {forbidden}");
+        }
+        assert_eq!(
+            users.len(),
+            events::topology::SERVICES.len() + 1,
+            "{mode}: one user per service, the load generator and the console"
+        );
+    }
+    let plaintext = render(&[]);
+    assert!(!plaintext.iter().any(|o| o["kind"] == "KafkaUser"));
+}
+
+#[test]
+fn no_security_mode_renders_a_secret_value() {
+    for values in [
+        vec![],
+        vec![format!("{CHART}/ci/scram-values.yaml")],
+        vec![format!("{CHART}/ci/mtls-values.yaml")],
+    ] {
+        let values: Vec<&str> = values.iter().map(String::as_str).collect();
+        let objects = render(&values);
+        assert!(
+            !objects.iter().any(|o| o["kind"] == "Secret"),
+            "{values:?}: the chart writes no Secret"
+        );
+        for o in &objects {
+            let pod = if o["kind"] == "Job" || o["kind"] == "Deployment" {
+                &o["spec"]["template"]["spec"]
+            } else {
+                continue;
+            };
+            for e in pod["containers"][0]["env"].as_array().expect("env") {
+                let name = e["name"].as_str().expect("name");
+                let secretive = ["PASSWORD", "SECRET", "DATABASE_URL", "KEY"]
+                    .iter()
+                    .any(|s| name.contains(s));
+                let a_path = name.ends_with("_FILE") || name.ends_with("_LOCATION");
+                if secretive && !a_path {
+                    assert!(
+                        e["value"].is_null() && e["valueFrom"]["secretKeyRef"].is_object(),
+                        "{values:?}: {name} is a literal in {}",
+                        o["metadata"]["name"]
+                    );
+                }
+            }
+        }
+    }
+    // A secret put in the librdkafka pass-through is refused by the chart.
+    let out = Command::new(tools().join("helm"))
+        .current_dir(root())
+        .args(["template", "app", CHART])
+        .args([
+            "--set",
+            "kafka.extraConfig=linger.ms=5\\,sasl.password=hunter2",
+        ])
+        .output()
+        .expect("helm");
+    assert!(
+        !out.status.success(),
+        "a password in kafka.extraConfig renders"
+    );
+}

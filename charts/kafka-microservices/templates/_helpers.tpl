@@ -78,3 +78,81 @@ timeout), so budgets that disagree never reach a cluster.
 {{- end -}}
 {{- $budget -}}
 {{- end -}}
+
+{{/* The Kafka user a service logs in as (its KafkaUser, and the Secret Strimzi makes for it). */}}
+{{- define "km.kafkaUser" -}}
+{{- include "km.fullname" . -}}
+{{- end -}}
+
+{{/*
+How a client reaches Kafka in `kafka.security.mode`: its bootstrap servers and, in the scram and
+mtls modes, its protocol and credentials. Secrets are files mounted by "km.kafkaVolumes"; no
+secret value is ever rendered. Called with (dict "root" $ "name" <service>).
+*/}}
+{{- define "km.kafkaEnv" -}}
+{{- $sec := .root.Values.kafka.security -}}
+{{- if eq $sec.mode "plaintext" }}
+- name: KAFKA_BOOTSTRAP_SERVERS
+  value: {{ .root.Values.kafka.bootstrapServers | quote }}
+{{- else }}
+- name: KAFKA_BOOTSTRAP_SERVERS
+  value: {{ $sec.bootstrapServers | quote }}
+- name: KAFKA_SSL_CA_LOCATION
+  value: /etc/kafka/cluster-ca/ca.crt
+{{- if eq $sec.mode "scram" }}
+- name: KAFKA_SECURITY_PROTOCOL
+  value: sasl_ssl
+- name: KAFKA_SASL_MECHANISM
+  value: SCRAM-SHA-512
+- name: KAFKA_SASL_USERNAME
+  value: {{ include "km.kafkaUser" . | quote }}
+- name: KAFKA_SASL_PASSWORD_FILE
+  value: /etc/kafka/user/password
+{{- else }}
+- name: KAFKA_SECURITY_PROTOCOL
+  value: ssl
+- name: KAFKA_SSL_CERTIFICATE_LOCATION
+  value: /etc/kafka/user/user.crt
+- name: KAFKA_SSL_KEY_LOCATION
+  value: /etc/kafka/user/user.key
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* The mounts of "km.kafkaVolumes" (nothing in plaintext mode). */}}
+{{- define "km.kafkaVolumeMounts" -}}
+{{- if ne .root.Values.kafka.security.mode "plaintext" }}
+- name: kafka-cluster-ca
+  mountPath: /etc/kafka/cluster-ca
+  readOnly: true
+- name: kafka-user
+  mountPath: /etc/kafka/user
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{/* The cluster CA (`<cluster>-cluster-ca-cert`) and the user's Secret, as files. */}}
+{{- define "km.kafkaVolumes" -}}
+{{- $sec := .root.Values.kafka.security -}}
+{{- if ne $sec.mode "plaintext" }}
+- name: kafka-cluster-ca
+  secret:
+    secretName: {{ printf "%s-cluster-ca-cert" .root.Values.kafka.clusterName }}
+    items:
+      - key: ca.crt
+        path: ca.crt
+- name: kafka-user
+  secret:
+    secretName: {{ include "km.kafkaUser" . }}
+    items:
+      {{- if eq $sec.mode "scram" }}
+      - key: password
+        path: password
+      {{- else }}
+      - key: user.crt
+        path: user.crt
+      - key: user.key
+        path: user.key
+      {{- end }}
+{{- end }}
+{{- end -}}
