@@ -156,3 +156,26 @@ secret value is ever rendered. Called with (dict "root" $ "name" <service>).
       {{- end }}
 {{- end }}
 {{- end -}}
+
+{{/*
+Gives every entry of `services` the `serviceDefaults` it does not set itself, key by key through
+nested maps (a key that is present, even null or false, is kept). It changes .Values in place and
+renders nothing; every template that reads `services` includes it first. (Sprig's `merge` is not
+used: it treats `false` and `0` as unset, so `enabled: false` or `replicas: 0` would be lost.)
+*/}}
+{{- define "km.applyDefaults" -}}
+{{- range $name, $svc := .Values.services }}
+{{- include "km.fill" (dict "dst" $svc "src" $.Values.serviceDefaults) }}
+{{- end }}
+{{- end -}}
+
+{{- define "km.fill" -}}
+{{- $dst := .dst -}}
+{{- range $key, $value := .src }}
+{{- if not (hasKey $dst $key) }}
+{{- $_ := set $dst $key (deepCopy $value) }}
+{{- else if and (kindIs "map" $value) (kindIs "map" (get $dst $key)) }}
+{{- include "km.fill" (dict "dst" (get $dst $key) "src" $value) }}
+{{- end }}
+{{- end }}
+{{- end -}}
