@@ -79,9 +79,9 @@ fn every_service_that_talks_to_kafka_has_a_row() {
     }
 }
 
-/// The table as the chart reads it: per service, its group, the topics it reads (its inputs and
-/// its changelogs, read back on restore) and the topics it writes (its outputs, changelogs and
-/// dead-letter topics). The KafkaUsers' ACLs are rendered from exactly this.
+/// The table as the chart reads it: per service, its group, its readers' group, the topics it reads
+/// (its inputs and its changelogs, read back on restore) and the topics it writes (its outputs,
+/// changelogs and dead-letter topics). The KafkaUsers' ACLs are rendered from exactly this.
 fn chart_topology() -> serde_json::Value {
     let services: serde_json::Map<String, serde_json::Value> = events::topology::SERVICES
         .iter()
@@ -89,9 +89,17 @@ fn chart_topology() -> serde_json::Value {
             let read: Vec<&str> = a.reads.iter().chain(a.stores).copied().collect();
             let mut write: Vec<String> = a.outputs().iter().map(|t| (*t).to_owned()).collect();
             write.extend(a.dead_letters(platform::kafka::dead_letter_topic));
+            // A service that reads may restore or rebuild through a reader, which names a group.
+            let reader_group =
+                (!read.is_empty()).then(|| events::topology::reader_group(a.service));
             (
                 a.service.to_owned(),
-                serde_json::json!({"group": a.group, "read": read, "write": write}),
+                serde_json::json!({
+                    "group": a.group,
+                    "readerGroup": reader_group,
+                    "read": read,
+                    "write": write,
+                }),
             )
         })
         .collect();

@@ -137,6 +137,14 @@ pub const SERVICES: &[Access] = &[
     },
 ];
 
+/// The group a service's readers name: consumers outside any group (state restore, the dashboard's
+/// alert list, the load generator, the console tool) that read assigned partitions. librdkafka
+/// assigns partitions only to a consumer with a group; a reader never joins it or commits, so on a
+/// secured cluster it needs only `Describe` on it (to find its coordinator).
+pub fn reader_group(service: &str) -> String {
+    format!("{service}-reader")
+}
+
 /// A service's row. Panics for a name that has none: every service has one (a test checks).
 pub fn of(service: &str) -> &'static Access {
     SERVICES

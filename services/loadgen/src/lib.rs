@@ -223,7 +223,8 @@ fn notifications_consumer(bootstrap: &str) -> anyhow::Result<StreamConsumer> {
     security.apply(&mut config);
     let consumer: StreamConsumer = config
         .set("bootstrap.servers", bootstrap)
-        .set("group.id", format!("loadgen-{}", Uuid::new_v4()))
+        // Only named, never joined: librdkafka assigns partitions only to a consumer with a group.
+        .set("group.id", events::topology::reader_group("loadgen"))
         .set("enable.auto.commit", "false")
         // An observer's own fetch wait would count in every latency it reports.
         .set("fetch.wait.max.ms", "10")

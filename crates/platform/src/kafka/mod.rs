@@ -33,6 +33,9 @@ pub struct KafkaConfig {
     pub bootstrap_servers: String,
     /// `KAFKA_CLIENT_ID`: defaults to the pod's hostname, else the service name.
     pub client_id: String,
+    /// The group its readers name ([`events::topology::reader_group`]): librdkafka assigns
+    /// partitions only to a consumer with a group, though a reader never joins or commits.
+    pub reader_group: String,
     /// `KAFKA_SESSION_TIMEOUT_MS`: how long a silent group member keeps its partitions.
     pub session_timeout: Duration,
     /// `KAFKA_DELIVERY_TIMEOUT_MS`: how long a produce may take, retries included.
@@ -131,6 +134,7 @@ impl KafkaConfig {
         let config = Self {
             bootstrap_servers,
             client_id,
+            reader_group: events::topology::reader_group(service),
             session_timeout,
             delivery_timeout: env.millis("KAFKA_DELIVERY_TIMEOUT_MS", Duration::from_secs(8))?,
             statistics_interval: env
@@ -219,10 +223,11 @@ impl KafkaConfig {
     }
 
     /// A consumer outside any group that reads assigned partitions to their end (state restore,
-    /// the console tool).
+    /// the console tool). Its group is only named (librdkafka assigns partitions only to a consumer
+    /// with one); it never joins or commits, so every replica can share it.
     pub fn reader_config(&self) -> ClientConfig {
         let mut c = self.base();
-        c.set("group.id", format!("{}-reader", self.client_id))
+        c.set("group.id", &self.reader_group)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "true")
