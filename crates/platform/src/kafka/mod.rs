@@ -2,6 +2,7 @@
 //! record headers, an acknowledged publisher, the at-least-once consume loop with dead-lettering,
 //! and the broker probe behind readiness.
 
+mod client_errors;
 mod consumer;
 mod probe;
 mod producer;
@@ -9,12 +10,13 @@ pub mod propagation;
 pub mod reader;
 mod security;
 
+pub use client_errors::ClientErrors;
 pub use consumer::{
     COMMIT_BUDGET, ConsumeLoop, GroupContext, HandleError, Handler, RecordMeta, Rejection,
     headers as dlq_headers,
 };
 pub use probe::BrokerProbe;
-pub use producer::{ClientErrors, PublishError, Published, Publisher};
+pub use producer::{PublishError, Published, Publisher};
 pub use security::{Protocol, Sasl, Secret, Security, Tls};
 
 use crate::config::{ConfigError, Env};
@@ -65,14 +67,13 @@ pub struct KafkaConfig {
 }
 
 /// librdkafka properties that hold a secret, refused in `KAFKA_EXTRA_CONFIG`.
-const SECRET_PROPERTIES: [&str; 7] = [
+const SECRET_PROPERTIES: [&str; 6] = [
     "sasl.password",
     "sasl.jaas.config",
     "sasl.oauthbearer.client.secret",
     "ssl.key.password",
     "ssl.key.pem",
     "ssl.keystore.password",
-    "ssl_key",
 ];
 
 impl KafkaConfig {

@@ -1,17 +1,17 @@
 //! A producer whose `publish` returns only once the broker has acknowledged the record, inside a
 //! `<topic> publish` span whose context travels in the record headers.
 
+use super::ClientErrors;
 use super::KafkaConfig;
 use super::propagation;
 use crate::metrics::Metrics;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tracing::Instrument;
 
@@ -28,70 +28,6 @@ pub enum PublishError {
 pub struct Published {
     pub partition: i32,
     pub offset: i64,
-}
-
-/// The last error a client reported (a failed login, a TLS handshake refused, a broker gone),
-/// kept so that readiness can name the problem instead of only "broker unreachable".
-#[derive(Clone, Default)]
-pub struct ClientErrors {
-    last: Arc<Mutex<Option<String>>>,
-}
-
-impl ClientErrors {
-    pub(crate) fn record(&self, error: &KafkaError, reason: &str) {
-        // "all brokers are down" follows the error that says why; keep the why.
-        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
-            return;
-        }
-        *self.last.lock().expect("client errors lock") = Some(format!("{error}: {reason}"));
-    }
-
-    /// A connection failure from the client's log (`FAIL`): a connection the broker closed
-    /// before it answered is not an error callback, and is most often a plaintext client
-    /// talking to a TLS listener, which the message alone does not say.
-    pub(crate) fn record_failure(&self, message: &str) {
-        let mut text = message.to_owned();
-        if message.contains("Disconnected") && message.contains("APIVERSION_QUERY") {
-            text.push_str(
-                " — the broker closed the connection before its first answer: a TLS listener \
-                 reached without TLS? (KAFKA_SECURITY_PROTOCOL ssl or sasl_ssl)",
-            );
-        }
-        *self.last.lock().expect("client errors lock") = Some(text);
-    }
-
-    /// Logs a librdkafka log line as rdkafka's default does, and keeps connection failures.
-    pub(crate) fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
-        if fac == "FAIL" {
-            self.record_failure(message);
-        }
-        match level {
-            RDKafkaLogLevel::Emerg
-            | RDKafkaLogLevel::Alert
-            | RDKafkaLogLevel::Critical
-            | RDKafkaLogLevel::Error => {
-                tracing::error!(target: "librdkafka", "librdkafka: {fac} {message}");
-            }
-            RDKafkaLogLevel::Warning => {
-                tracing::warn!(target: "librdkafka", "librdkafka: {fac} {message}");
-            }
-            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
-                tracing::info!(target: "librdkafka", "librdkafka: {fac} {message}");
-            }
-            RDKafkaLogLevel::Debug => {
-                tracing::debug!(target: "librdkafka", "librdkafka: {fac} {message}");
-            }
-        }
-    }
-
-    /// The last error since the last [`clear`](Self::clear).
-    pub fn last(&self) -> Option<String> {
-        self.last.lock().expect("client errors lock").clone()
-    }
-
-    pub fn clear(&self) {
-        self.last.lock().expect("client errors lock").take();
-    }
 }
 
 /// Producer callbacks: client errors (a broker going away) are warnings the client recovers from,

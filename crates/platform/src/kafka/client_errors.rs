@@ -1,0 +1,104 @@
+//! The last error a Kafka client reported, kept so that readiness and the console tool can name the
+//! problem (a failed login, a refused certificate, a plaintext client at a TLS port) instead of
+//! only "broker unreachable".
+
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use std::sync::{Arc, Mutex};
+
+/// Shared by a client's context and whoever reports on it.
+#[derive(Clone, Default)]
+pub struct ClientErrors {
+    last: Arc<Mutex<Option<String>>>,
+}
+
+impl ClientErrors {
+    pub(crate) fn record(&self, error: &KafkaError, reason: &str) {
+        // "all brokers are down" follows the error that says why; keep the why.
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            return;
+        }
+        *self.last.lock().expect("client errors lock") = Some(format!("{error}: {reason}"));
+    }
+
+    /// A connection failure from the client's log (`FAIL`): a connection the broker closed
+    /// before it answered is not an error callback, and is most often a plaintext client
+    /// talking to a TLS listener, which the message alone does not say.
+    pub(crate) fn record_failure(&self, message: &str) {
+        // librdkafka retires its bootstrap connection once it knows the broker's own: not a fault.
+        if message.contains("_DESTROY_BROKER") {
+            return;
+        }
+        let mut text = message.to_owned();
+        if message.contains("Disconnected") && message.contains("APIVERSION_QUERY") {
+            text.push_str(
+                " — the broker closed the connection before its first answer: a TLS listener \
+                 reached without TLS? (KAFKA_SECURITY_PROTOCOL ssl or sasl_ssl)",
+            );
+        }
+        *self.last.lock().expect("client errors lock") = Some(text);
+    }
+
+    /// Logs a librdkafka log line as rdkafka's default does, and keeps connection failures.
+    pub(crate) fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        if fac == "FAIL" {
+            self.record_failure(message);
+        }
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => {
+                tracing::error!(target: "librdkafka", "librdkafka: {fac} {message}");
+            }
+            RDKafkaLogLevel::Warning => {
+                tracing::warn!(target: "librdkafka", "librdkafka: {fac} {message}");
+            }
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(target: "librdkafka", "librdkafka: {fac} {message}");
+            }
+            RDKafkaLogLevel::Debug => {
+                tracing::debug!(target: "librdkafka", "librdkafka: {fac} {message}");
+            }
+        }
+    }
+
+    /// The last error since the last [`clear`](Self::clear).
+    pub fn last(&self) -> Option<String> {
+        self.last.lock().expect("client errors lock").clone()
+    }
+
+    pub fn clear(&self) {
+        self.last.lock().expect("client errors lock").take();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_the_error_that_says_why() {
+        let errors = ClientErrors::default();
+        errors.record(
+            &KafkaError::Global(RDKafkaErrorCode::Authentication),
+            "SASL authentication error: invalid-proof",
+        );
+        errors.record(
+            &KafkaError::Global(RDKafkaErrorCode::AllBrokersDown),
+            "1/1 brokers are down",
+        );
+        errors.record_failure("b/bootstrap: Decommissioning this broker (_DESTROY_BROKER)");
+        let last = errors.last().expect("an error");
+        assert!(last.contains("invalid-proof"), "{last}");
+
+        errors.record_failure(
+            "sasl_plaintext://k:9093/bootstrap: Disconnected: connection reset by peer (after 1ms \
+             in state APIVERSION_QUERY)",
+        );
+        let last = errors.last().expect("an error");
+        assert!(last.contains("KAFKA_SECURITY_PROTOCOL"), "{last}");
+        errors.clear();
+        assert_eq!(errors.last(), None);
+    }
+}
