@@ -21,17 +21,20 @@ pub struct Pki {
     pub key: PathBuf,
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("run openssl");
+/// Runs `cmd` to its end and fails the test, with its stderr, unless it succeeds.
+fn succeed(mut cmd: Command, what: &str) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("run {what}: {e}"));
     assert!(
         out.status.success(),
-        "openssl {args:?}: {}",
+        "{what}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let mut cmd = Command::new("openssl");
+    cmd.current_dir(dir).args(args);
+    succeed(cmd, &format!("openssl {args:?}"));
 }
 
 impl Pki {
@@ -178,36 +181,20 @@ impl SecureBroker {
             .expect("start tansu-pg");
         wait_listening(&plain, "tansu (setup)");
         for user in users {
-            let out = tansu_pg(&bin)
+            let mut create = tansu_pg(&bin);
+            create
                 .args(["user", "create", "--broker", &format!("tcp://{plain}")])
-                .args(["--mechanism", "scram512", &user.name, &user.password])
-                .output()
-                .expect("tansu user create");
-            assert!(
-                out.status.success(),
-                "tansu user create {}: {}",
-                user.name,
-                String::from_utf8_lossy(&out.stderr)
-            );
+                .args(["--mechanism", "scram512", &user.name, &user.password]);
+            succeed(create, &format!("tansu user create {}", user.name));
         }
         for (name, partitions, cleanup) in crate::system_topics() {
-            let out = tansu_pg(&bin)
-                .args([
-                    "topic",
-                    "create",
-                    &name,
-                    "--partitions",
-                    &partitions.to_string(),
-                ])
+            let mut create = tansu_pg(&bin);
+            create
+                .args(["topic", "create", &name])
+                .args(["--partitions", &partitions.to_string()])
                 .args(["--config", &format!("cleanup.policy={}", cleanup.policy())])
-                .args(["--broker", &format!("tcp://{plain}")])
-                .output()
-                .expect("tansu topic create");
-            assert!(
-                out.status.success(),
-                "tansu topic create {name}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+                .args(["--broker", &format!("tcp://{plain}")]);
+            succeed(create, &format!("tansu topic create {name}"));
         }
         let _ = setup.kill();
         let _ = setup.wait();

@@ -35,6 +35,18 @@ fn start(
     Service::start_exact(test, name, &env)
 }
 
+/// Ready, and its broker check passed: accounts is ready without the broker (its outbox waits),
+/// so readiness alone does not show a login.
+async fn ready_and_logged_in(service: &Service) {
+    service.wait_ready().await;
+    eventually(
+        &format!("{} to log in", service.name),
+        Duration::from_secs(60),
+        || async { (service.readyz().await.1["checks"]["broker"] == "ok").then_some(()) },
+    )
+    .await;
+}
+
 fn assert_no_secret(service: &Service, password: &str) {
     let logs = std::fs::read_to_string(service.log_path()).expect("log file");
     assert!(
@@ -78,14 +90,7 @@ async fn every_service_logs_in_with_its_own_credentials_over_tls() {
         services.push(start(test, name, &broker, user(name), &extra));
     }
     for s in &services {
-        s.wait_ready().await;
-        // Accounts is ready without the broker (its outbox waits); every service logs in.
-        eventually(
-            &format!("{} to reach the broker", s.name),
-            Duration::from_secs(60),
-            || async { (s.readyz().await.1["checks"]["broker"] == "ok").then_some(()) },
-        )
-        .await;
+        ready_and_logged_in(s).await;
         let started = s.logged("kafka clients configured");
         assert_eq!(
             started[0]["security"],
@@ -331,12 +336,6 @@ async fn the_charts_scram_environment_logs_in() {
         services.push(Service::start_exact(test, name, &env));
     }
     for s in &services {
-        s.wait_ready().await;
-        eventually(
-            &format!("{} to log in", s.name),
-            Duration::from_secs(60),
-            || async { (s.readyz().await.1["checks"]["broker"] == "ok").then_some(()) },
-        )
-        .await;
+        ready_and_logged_in(s).await;
     }
 }
