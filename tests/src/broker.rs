@@ -13,7 +13,7 @@ pub struct Broker {
 }
 
 /// The broker binary: `TANSU_BIN`, else `.tools/bin/tansu`, installed by the project's script.
-fn tansu() -> PathBuf {
+pub(crate) fn tansu() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         if let Ok(bin) = std::env::var("TANSU_BIN") {

@@ -19,6 +19,7 @@ pub struct Pki {
     pub ca: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
+    dir: PathBuf,
 }
 
 /// Runs `cmd` to its end and fails the test, with its stderr, unless it succeeds.
@@ -94,8 +95,83 @@ impl Pki {
             ca: dir.join("ca.crt"),
             cert: dir.join("server.crt"),
             key: dir.join("server.key"),
+            dir,
         }
     }
+
+    /// A client certificate for `name` (its subject `CN=<name>`, as Strimzi issues a KafkaUser's
+    /// of `type: tls`) signed by this CA: the certificate's and the key's files.
+    pub fn issue(&self, name: &str) -> (PathBuf, PathBuf) {
+        let (key, csr, cert) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.crt"),
+        );
+        openssl(
+            &self.dir,
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                &format!("/CN={name}"),
+                "-keyout",
+                &key,
+                "-out",
+                &csr,
+            ],
+        );
+        openssl(
+            &self.dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-out",
+                &cert,
+            ],
+        );
+        (self.dir.join(cert), self.dir.join(key))
+    }
+}
+
+/// stunnel terminating TLS on `127.0.0.1:tls_port` for the broker at `plain`, with `pki`'s server
+/// certificate; with `client_ca`, it also requires a client certificate signed by that CA.
+fn stunnel(dir: &Path, tls_port: u16, plain: &str, pki: &Pki, client_ca: Option<&Path>) -> Child {
+    let bin = crate::install_tools("secure-broker");
+    let conf = dir.join("stunnel.conf");
+    let mut text = format!(
+        "foreground = yes\npid =\ndebug = notice\n\n[kafka]\naccept = 127.0.0.1:{tls_port}\n\
+         connect = {plain}\ncert = {}\nkey = {}\n",
+        pki.cert.display(),
+        pki.key.display()
+    );
+    if let Some(ca) = client_ca {
+        text.push_str(&format!(
+            "verifyChain = yes\nrequireCert = yes\nCAfile = {}\n",
+            ca.display()
+        ));
+    }
+    std::fs::write(&conf, text).expect("stunnel.conf");
+    let log = |name: &str| std::fs::File::create(dir.join(name)).expect("log file");
+    let child = Command::new(bin.join("stunnel"))
+        .arg(&conf)
+        .stdin(Stdio::null())
+        .stdout(log("stunnel.log"))
+        .stderr(log("stunnel.err"))
+        .spawn()
+        .expect("start stunnel");
+    wait_listening(&format!("127.0.0.1:{tls_port}"), "stunnel");
+    child
 }
 
 fn wait_listening(addr: &str, what: &str) {
@@ -212,25 +288,7 @@ impl SecureBroker {
             .spawn()
             .expect("start tansu-pg");
         wait_listening(&plain, "tansu");
-        let conf = dir.join("stunnel.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "foreground = yes\npid =\ndebug = notice\n\n[kafka]\naccept = 127.0.0.1:{tls_port}\n\
-                 connect = {plain}\ncert = {}\nkey = {}\n",
-                pki.cert.display(),
-                pki.key.display()
-            ),
-        )
-        .expect("stunnel.conf");
-        let stunnel = Command::new(bin.join("stunnel"))
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(log("stunnel.log"))
-            .stderr(log("stunnel.err"))
-            .spawn()
-            .expect("start stunnel");
-        wait_listening(&format!("127.0.0.1:{tls_port}"), "stunnel");
+        let stunnel = stunnel(&dir, tls_port, &plain, &pki, None);
         Self {
             bootstrap: format!("localhost:{tls_port}"),
             plain_port,
@@ -261,6 +319,72 @@ impl SecureBroker {
 }
 
 impl Drop for SecureBroker {
+    fn drop(&mut self) {
+        for child in [&mut self.stunnel, &mut self.broker] {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A broker that requires a client certificate, the shape of the `mtls` mode (Strimzi's listener
+/// with `authentication: tls`): the in-memory tansu, which has no login of its own, behind stunnel
+/// requiring a certificate signed by a clients CA the test generates. What it proves is the
+/// client's side: each service presents the certificate and key the chart mounts for it.
+pub struct MtlsBroker {
+    /// `localhost:<tls port>`.
+    pub bootstrap: String,
+    /// The CA of the broker's certificate (Strimzi's cluster CA).
+    pub cluster_ca: Pki,
+    /// The CA that signs the clients' certificates (Strimzi's clients CA).
+    pub clients_ca: Pki,
+    broker: Child,
+    stunnel: Child,
+}
+
+impl MtlsBroker {
+    /// Starts the broker with every topic of the system, and stunnel in front of it.
+    pub fn start(test: &str) -> Self {
+        let dir = crate::log_dir(test);
+        let cluster_ca = Pki::generate(&dir, "cluster-pki");
+        let clients_ca = Pki::generate(&dir, "clients-pki");
+        let (plain_port, tls_port) = (free_port(), free_port());
+        let plain = format!("127.0.0.1:{plain_port}");
+        let broker = Command::new(crate::broker::tansu())
+            .args(["broker", "--listener-url", &format!("tcp://{plain}")])
+            .args([
+                "--advertised-listener-url",
+                &format!("tcp://localhost:{tls_port}"),
+            ])
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start tansu");
+        wait_listening(&plain, "tansu");
+        for (name, partitions, cleanup) in crate::system_topics() {
+            let mut create = Command::new(crate::broker::tansu());
+            create
+                .args(["topic", "create", &name])
+                .args(["--partitions", &partitions.to_string()])
+                .args(["--config", &format!("cleanup.policy={}", cleanup.policy())])
+                .args(["--broker", &format!("tcp://{plain}")])
+                .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT");
+            succeed(create, &format!("tansu topic create {name}"));
+        }
+        let stunnel = stunnel(&dir, tls_port, &plain, &cluster_ca, Some(&clients_ca.ca));
+        Self {
+            bootstrap: format!("localhost:{tls_port}"),
+            cluster_ca,
+            clients_ca,
+            broker,
+            stunnel,
+        }
+    }
+}
+
+impl Drop for MtlsBroker {
     fn drop(&mut self) {
         for child in [&mut self.stunnel, &mut self.broker] {
             let _ = child.kill();

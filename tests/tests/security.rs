@@ -11,7 +11,7 @@
 use serde_json::{Value, json};
 use std::process::Command;
 use std::time::Duration;
-use system_tests::secure::{SecureBroker, User};
+use system_tests::secure::{MtlsBroker, SecureBroker, User};
 use system_tests::service::binary;
 use system_tests::{Service, eventually, http, order_body};
 
@@ -247,51 +247,48 @@ async fn a_wrong_password_plaintext_and_an_unknown_ca_are_refused_and_named() {
     }
 }
 
-/// The chart in `scram` mode, rendered and run: each Deployment's environment, with the mounted
-/// Secrets' files made from the test's broker (its CA, each user's password), starts the real
-/// binary, which logs in as the KafkaUser the chart names and becomes ready.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_charts_scram_environment_logs_in() {
-    let test = "security_chart";
-    let objects =
-        system_tests::deploy::render(&["charts/kafka-microservices/ci/scram-values.yaml"]);
-    let deployments: Vec<&Value> = objects
+/// Where a Deployment mounts the file at `path`: the name of the Secret behind it.
+fn secret_of(pod: &Value, path: &str) -> String {
+    let container = &pod["containers"][0];
+    let mount = container["volumeMounts"]
+        .as_array()
+        .expect("volume mounts")
         .iter()
-        .filter(|o| o["kind"] == "Deployment")
-        .collect();
-    let users: Vec<User> = deployments
+        .find(|m| path.starts_with(m["mountPath"].as_str().unwrap_or("-")))
+        .unwrap_or_else(|| panic!("{}: nothing mounted at {path}", container["name"]));
+    let volume = pod["volumes"]
+        .as_array()
+        .expect("volumes")
         .iter()
-        .map(|d| User::new(d["metadata"]["name"].as_str().expect("name")))
-        .collect();
-    let broker = SecureBroker::start(test, &users).await;
-    let postgres = system_tests::Postgres::start("security_chart_postgres");
-    let dir = system_tests::log_dir(test);
+        .find(|v| v["name"] == mount["name"])
+        .expect("the mount's volume");
+    volume["secret"]["secretName"]
+        .as_str()
+        .expect("a Secret")
+        .to_owned()
+}
+
+/// The chart rendered with `values` and run: each Deployment's environment starts its real
+/// binary against `bootstrap`, with the files the chart mounts made by `file` (given the
+/// Deployment's name, the variable, the mounted path and the Secret behind it), and each
+/// becomes ready and logged in.
+async fn run_the_charts_deployments(
+    test: &str,
+    values: &str,
+    bootstrap: &str,
+    file: impl Fn(&str, &str, &str, &str) -> String,
+) {
+    let objects = system_tests::deploy::render(&[values]);
+    let postgres = system_tests::Postgres::start(&format!("{test}_postgres"));
     let mut services = Vec::new();
-    for (deployment, user) in deployments.iter().zip(&users) {
+    for deployment in objects.iter().filter(|o| o["kind"] == "Deployment") {
+        let user = deployment["metadata"]["name"].as_str().expect("name");
         let pod = &deployment["spec"]["template"]["spec"];
-        let container = &pod["containers"][0];
-        let name = container["name"].as_str().expect("container name");
-        // Where the pod's Secrets are mounted, and which Secret each is.
-        let secret_of = |path: &str| -> String {
-            let mount = container["volumeMounts"]
-                .as_array()
-                .expect("volume mounts")
-                .iter()
-                .find(|m| path.starts_with(m["mountPath"].as_str().unwrap_or("-")))
-                .unwrap_or_else(|| panic!("{name}: nothing mounted at {path}"));
-            let volume = pod["volumes"]
-                .as_array()
-                .expect("volumes")
-                .iter()
-                .find(|v| v["name"] == mount["name"])
-                .expect("the mount's volume");
-            volume["secret"]["secretName"]
-                .as_str()
-                .expect("a Secret")
-                .to_owned()
-        };
+        let name = pod["containers"][0]["name"]
+            .as_str()
+            .expect("container name");
         let mut env = Vec::new();
-        for e in container["env"].as_array().expect("env") {
+        for e in pod["containers"][0]["env"].as_array().expect("env") {
             let key = e["name"].as_str().expect("name").to_owned();
             if e["valueFrom"]["secretKeyRef"].is_object() {
                 assert_eq!(key, "DATABASE_URL", "{name}: the one secret variable");
@@ -299,28 +296,13 @@ async fn the_charts_scram_environment_logs_in() {
                 continue;
             }
             let value = e["value"].as_str().expect("a literal value").to_owned();
-            assert!(
-                !value.contains(&user.password),
-                "{name}: {key} holds the password"
-            );
             let value = match key.as_str() {
-                "KAFKA_BOOTSTRAP_SERVERS" => broker.bootstrap.clone(),
-                "KAFKA_SSL_CA_LOCATION" => {
-                    assert_eq!(secret_of(&value), "events-cluster-ca-cert");
-                    broker.pki.ca.to_string_lossy().into_owned()
-                }
-                "KAFKA_SASL_PASSWORD_FILE" => {
-                    assert_eq!(
-                        secret_of(&value),
-                        user.name,
-                        "{name}: its KafkaUser's Secret"
-                    );
-                    let file = dir.join(format!("{name}.password"));
-                    std::fs::write(&file, &user.password).expect("password file");
-                    file.to_string_lossy().into_owned()
+                "KAFKA_BOOTSTRAP_SERVERS" => bootstrap.to_owned(),
+                k if k.ends_with("_FILE") || k.ends_with("_LOCATION") => {
+                    file(user, k, &value, &secret_of(pod, &value))
                 }
                 "KAFKA_SASL_USERNAME" => {
-                    assert_eq!(value, user.name);
+                    assert_eq!(value, user, "{name}: logs in as its KafkaUser");
                     value
                 }
                 "OTEL_EXPORTER_OTLP_ENDPOINT" => "http://127.0.0.1:9".to_owned(),
@@ -330,12 +312,119 @@ async fn the_charts_scram_environment_logs_in() {
             env.push((key, value));
         }
         env.push(("OTEL_SDK_DISABLED".into(), "true".into()));
-        // The local broker's first group join takes about half the session timeout.
-        env.retain(|(k, _)| k != "KAFKA_SESSION_TIMEOUT_MS");
-        env.push(("KAFKA_SESSION_TIMEOUT_MS".into(), "10000".into()));
         services.push(Service::start_exact(test, name, &env));
     }
     for s in &services {
         ready_and_logged_in(s).await;
     }
+}
+
+/// The chart in `scram` mode, rendered and run: the mounted files are the test broker's CA and
+/// each user's password, and every binary logs in as the KafkaUser the chart names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_charts_scram_environment_logs_in() {
+    let test = "security_chart_scram";
+    let values = "charts/kafka-microservices/ci/scram-values.yaml";
+    let users: Vec<User> = system_tests::deploy::render(&[values])
+        .iter()
+        .filter(|o| o["kind"] == "Deployment")
+        .map(|d| User::new(d["metadata"]["name"].as_str().expect("name")))
+        .collect();
+    let broker = SecureBroker::start(test, &users).await;
+    let dir = system_tests::log_dir(test);
+    run_the_charts_deployments(
+        test,
+        values,
+        &broker.bootstrap,
+        |user, var, _, secret| match var {
+            "KAFKA_SSL_CA_LOCATION" => {
+                assert_eq!(secret, "events-cluster-ca-cert");
+                broker.pki.ca.to_string_lossy().into_owned()
+            }
+            "KAFKA_SASL_PASSWORD_FILE" => {
+                assert_eq!(secret, user, "{user}: its KafkaUser's Secret");
+                let password = &users
+                    .iter()
+                    .find(|u| u.name == user)
+                    .expect("user")
+                    .password;
+                let file = dir.join(format!("{user}.password"));
+                std::fs::write(&file, password).expect("password file");
+                file.to_string_lossy().into_owned()
+            }
+            other => panic!("{user}: an unexpected file variable {other}"),
+        },
+    )
+    .await;
+}
+
+/// The chart in `mtls` mode, rendered and run against a broker that requires a client
+/// certificate: the mounted files are each user's certificate and key (from the test's clients
+/// CA) and the cluster CA, and every binary connects. A client without a certificate is refused,
+/// and `/readyz` says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_charts_mtls_environment_connects_with_client_certificates() {
+    let test = "security_chart_mtls";
+    let broker = MtlsBroker::start(test);
+    let issued = std::sync::Mutex::new(std::collections::HashMap::new());
+    let values = "charts/kafka-microservices/ci/mtls-values.yaml";
+    run_the_charts_deployments(test, values, &broker.bootstrap, |user, var, _, secret| {
+        if var == "KAFKA_SSL_CA_LOCATION" {
+            assert_eq!(secret, "events-cluster-ca-cert");
+            return broker.cluster_ca.ca.to_string_lossy().into_owned();
+        }
+        assert_eq!(secret, user, "{user}: its KafkaUser's Secret");
+        let mut issued = issued.lock().expect("issued");
+        let (cert, key) = issued
+            .entry(user.to_owned())
+            .or_insert_with(|| broker.clients_ca.issue(user))
+            .clone();
+        match var {
+            "KAFKA_SSL_CERTIFICATE_LOCATION" => cert.to_string_lossy().into_owned(),
+            "KAFKA_SSL_KEY_LOCATION" => key.to_string_lossy().into_owned(),
+            other => panic!("{user}: an unexpected file variable {other}"),
+        }
+    })
+    .await;
+    // stunnel checked each one's certificate: the subject is its KafkaUser.
+    let accepted =
+        std::fs::read_to_string(system_tests::log_dir(test).join("stunnel.err")).expect("log");
+    for user in issued.lock().expect("issued").keys() {
+        assert!(
+            accepted.contains(&format!("Certificate accepted at depth=0: CN={user}\n")),
+            "{user}'s certificate was not presented"
+        );
+    }
+    let deployments = system_tests::deploy::render(&[values])
+        .iter()
+        .filter(|o| o["kind"] == "Deployment")
+        .count();
+    assert_eq!(issued.lock().expect("issued").len(), deployments);
+
+    // Without a client certificate, the TLS handshake is refused.
+    let ca = broker.cluster_ca.ca.to_string_lossy().into_owned();
+    let mut env: Vec<(String, String)> = system_tests::TEST_SERVICE_ENV
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    env.extend([
+        (
+            "KAFKA_BOOTSTRAP_SERVERS".to_owned(),
+            broker.bootstrap.clone(),
+        ),
+        ("KAFKA_SECURITY_PROTOCOL".to_owned(), "ssl".to_owned()),
+        ("KAFKA_SSL_CA_LOCATION".to_owned(), ca),
+    ]);
+    let anonymous = Service::start_exact(test, "payment", &env);
+    let reason = eventually(
+        "a client without a certificate to be refused and named",
+        Duration::from_secs(60),
+        || async {
+            let (status, body) = anonymous.readyz().await;
+            let reason = body["checks"]["broker"].as_str()?.to_owned();
+            (status == 503 && reason.contains("certificate required")).then_some(reason)
+        },
+    )
+    .await;
+    assert!(reason.contains("last client error"), "{reason}");
 }
