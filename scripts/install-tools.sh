@@ -212,11 +212,13 @@ install_secure_broker() {
     sha_ok "$dest/usr/lib/x86_64-linux-gnu/libwrap.so.0.7.6" "$LIBWRAP_SHA256" || die "checksum mismatch for libwrap"
     echo "$STUNNEL_DEB_VERSION $LIBWRAP_DEB_VERSION" > "$stamp"
   fi
-  cat > "$BIN/stunnel" <<WRAPPER
-#!/bin/sh
-LD_LIBRARY_PATH="$dest/usr/lib/x86_64-linux-gnu" exec "$dest/usr/bin/stunnel4" "\$@"
-WRAPPER
-  chmod 0755 "$BIN/stunnel"
+  # Written aside and renamed: a test may be running the wrapper while another installs.
+  local wrapper
+  wrapper="$(printf '#!/bin/sh\nLD_LIBRARY_PATH="%s" exec "%s" "$@"\n' \
+    "$dest/usr/lib/x86_64-linux-gnu" "$dest/usr/bin/stunnel4")"
+  if [ "$(cat "$BIN/stunnel" 2>/dev/null)" != "$wrapper" ]; then
+    printf '%s\n' "$wrapper" > "$BIN/stunnel.$$" && chmod 0755 "$BIN/stunnel.$$" && mv -f "$BIN/stunnel.$$" "$BIN/stunnel"
+  fi
   "$BIN/stunnel" -version >/dev/null 2>&1 || die "stunnel does not run: $("$BIN/stunnel" -version 2>&1 | tail -1)"
 }
 

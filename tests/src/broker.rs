@@ -9,11 +9,13 @@ use std::time::{Duration, Instant};
 
 pub struct Broker {
     pub bootstrap: String,
+    /// Where the broker itself listens, for creating topics (the bootstrap may be a proxy).
+    admin: String,
     child: Child,
 }
 
 /// The broker binary: `TANSU_BIN`, else `.tools/bin/tansu`, installed by the project's script.
-pub(crate) fn tansu() -> PathBuf {
+fn tansu() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         if let Ok(bin) = std::env::var("TANSU_BIN") {
@@ -58,8 +60,14 @@ impl Broker {
     /// Starts a broker on `port` that tells clients to connect to `advertised` (a proxy in
     /// front of it); `bootstrap` is the advertised address.
     pub fn start_advertising(port: u16, advertised: u16) -> Self {
+        Self::start_behind(port, &format!("127.0.0.1:{advertised}"))
+    }
+
+    /// Starts a broker on `port` that tells clients to connect to `advertised` (`host:port` of a
+    /// proxy or a TLS terminator in front of it), which becomes `bootstrap`.
+    pub fn start_behind(port: u16, advertised: &str) -> Self {
         let url = format!("tcp://127.0.0.1:{port}");
-        let advertised_url = format!("tcp://127.0.0.1:{advertised}");
+        let advertised_url = format!("tcp://{advertised}");
         let child = Command::new(tansu())
             .args([
                 "broker",
@@ -84,8 +92,11 @@ impl Broker {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        let bootstrap = format!("127.0.0.1:{advertised}");
-        Self { bootstrap, child }
+        Self {
+            bootstrap: advertised.to_owned(),
+            admin: listening,
+            child,
+        }
     }
 
     /// Creates `topics` (name, partitions), each with its dead-letter topic.
@@ -116,7 +127,7 @@ impl Broker {
                 &partitions.to_string(),
             ])
             .args(["--config", &format!("cleanup.policy={}", cleanup.policy())])
-            .args(["--broker", &format!("tcp://{}", self.bootstrap)])
+            .args(["--broker", &format!("tcp://{}", self.admin)])
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
             .output()
             .expect("run tansu topic create");

@@ -8,7 +8,7 @@
 //! client must act on, and does not itself close the connection; TLS is enforced by stunnel;
 //! ACLs are not enforced at all (README, "Security").
 
-use crate::broker::free_port;
+use crate::broker::{Broker, free_port};
 use crate::postgres::Postgres;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -39,7 +39,8 @@ fn openssl(dir: &Path, args: &[&str]) {
 }
 
 impl Pki {
-    /// A new CA named `name` under `dir`, with a server certificate.
+    /// A new CA named `name` under `dir`, with a server certificate for `localhost` and
+    /// `127.0.0.1`.
     pub fn generate(dir: &Path, name: &str) -> Self {
         let dir = dir.join(name);
         std::fs::create_dir_all(&dir).expect("pki dir");
@@ -51,95 +52,58 @@ impl Pki {
                 "-keyout", "ca.key", "-out", "ca.crt",
             ],
         );
-        openssl(
-            &dir,
-            &[
-                "req",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-subj",
-                "/CN=localhost",
-                "-keyout",
-                "server.key",
-                "-out",
-                "server.csr",
-            ],
-        );
-        std::fs::write(
-            dir.join("san.ext"),
-            "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
-        )
-        .expect("san");
-        openssl(
-            &dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "server.csr",
-                "-CA",
-                "ca.crt",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-extfile",
-                "san.ext",
-                "-out",
-                "server.crt",
-            ],
-        );
-        Self {
+        let mut pki = Self {
             ca: dir.join("ca.crt"),
-            cert: dir.join("server.crt"),
-            key: dir.join("server.key"),
+            cert: PathBuf::new(),
+            key: PathBuf::new(),
             dir,
-        }
+        };
+        (pki.cert, pki.key) = pki.sign("localhost", Some("DNS:localhost,IP:127.0.0.1"));
+        pki
     }
 
     /// A client certificate for `name` (its subject `CN=<name>`, as Strimzi issues a KafkaUser's
     /// of `type: tls`) signed by this CA: the certificate's and the key's files.
     pub fn issue(&self, name: &str) -> (PathBuf, PathBuf) {
-        let (key, csr, cert) = (
-            format!("{name}.key"),
-            format!("{name}.csr"),
-            format!("{name}.crt"),
+        self.sign(name, None)
+    }
+
+    /// A key and a certificate for `CN=<cn>`, with `san` as its subject alternative names.
+    fn sign(&self, cn: &str, san: Option<&str>) -> (PathBuf, PathBuf) {
+        let (key, csr, cert, ext) = (
+            format!("{cn}.key"),
+            format!("{cn}.csr"),
+            format!("{cn}.crt"),
+            format!("{cn}.ext"),
         );
+        let subject = format!("/CN={cn}");
         openssl(
             &self.dir,
             &[
-                "req",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-subj",
-                &format!("/CN={name}"),
-                "-keyout",
-                &key,
-                "-out",
+                "req", "-newkey", "rsa:2048", "-nodes", "-subj", &subject, "-keyout", &key, "-out",
                 &csr,
             ],
         );
-        openssl(
-            &self.dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                "ca.crt",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-out",
-                &cert,
-            ],
-        );
+        let mut args = vec![
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            &cert,
+        ];
+        if let Some(san) = san {
+            std::fs::write(self.dir.join(&ext), format!("subjectAltName={san}\n")).expect("ext");
+            args.extend(["-extfile", &ext]);
+        }
+        openssl(&self.dir, &args);
         (self.dir.join(cert), self.dir.join(key))
     }
 }
@@ -147,7 +111,7 @@ impl Pki {
 /// stunnel terminating TLS on `127.0.0.1:tls_port` for the broker at `plain`, with `pki`'s server
 /// certificate; with `client_ca`, it also requires a client certificate signed by that CA.
 fn stunnel(dir: &Path, tls_port: u16, plain: &str, pki: &Pki, client_ca: Option<&Path>) -> Child {
-    let bin = crate::install_tools("secure-broker");
+    let bin = secure_bin();
     let conf = dir.join("stunnel.conf");
     let mut text = format!(
         "foreground = yes\npid =\ndebug = notice\n\n[kafka]\naccept = 127.0.0.1:{tls_port}\n\
@@ -172,6 +136,13 @@ fn stunnel(dir: &Path, tls_port: u16, plain: &str, pki: &Pki, client_ca: Option<
         .expect("start stunnel");
     wait_listening(&format!("127.0.0.1:{tls_port}"), "stunnel");
     child
+}
+
+/// `.tools/bin` with the secure broker and stunnel, installed once per test process.
+fn secure_bin() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| crate::install_tools("secure-broker"))
+        .clone()
 }
 
 fn wait_listening(addr: &str, what: &str) {
@@ -221,7 +192,7 @@ impl SecureBroker {
     /// Starts PostgreSQL, the broker and stunnel for `test`, with `users` (SCRAM-SHA-512) and
     /// every topic of the system.
     pub async fn start(test: &str, users: &[User]) -> Self {
-        let bin = crate::install_tools("secure-broker");
+        let bin = secure_bin();
         let dir = crate::log_dir(test);
         let postgres = Postgres::start(test);
         let pool = sqlx::PgPool::connect(&postgres.url)
@@ -338,7 +309,7 @@ pub struct MtlsBroker {
     pub cluster_ca: Pki,
     /// The CA that signs the clients' certificates (Strimzi's clients CA).
     pub clients_ca: Pki,
-    broker: Child,
+    _broker: Broker,
     stunnel: Child,
 }
 
@@ -350,35 +321,14 @@ impl MtlsBroker {
         let clients_ca = Pki::generate(&dir, "clients-pki");
         let (plain_port, tls_port) = (free_port(), free_port());
         let plain = format!("127.0.0.1:{plain_port}");
-        let broker = Command::new(crate::broker::tansu())
-            .args(["broker", "--listener-url", &format!("tcp://{plain}")])
-            .args([
-                "--advertised-listener-url",
-                &format!("tcp://localhost:{tls_port}"),
-            ])
-            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start tansu");
-        wait_listening(&plain, "tansu");
-        for (name, partitions, cleanup) in crate::system_topics() {
-            let mut create = Command::new(crate::broker::tansu());
-            create
-                .args(["topic", "create", &name])
-                .args(["--partitions", &partitions.to_string()])
-                .args(["--config", &format!("cleanup.policy={}", cleanup.policy())])
-                .args(["--broker", &format!("tcp://{plain}")])
-                .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT");
-            succeed(create, &format!("tansu topic create {name}"));
-        }
+        let broker = Broker::start_behind(plain_port, &format!("localhost:{tls_port}"));
+        broker.create_system_topics();
         let stunnel = stunnel(&dir, tls_port, &plain, &cluster_ca, Some(&clients_ca.ca));
         Self {
             bootstrap: format!("localhost:{tls_port}"),
             cluster_ca,
             clients_ca,
-            broker,
+            _broker: broker,
             stunnel,
         }
     }
@@ -386,9 +336,7 @@ impl MtlsBroker {
 
 impl Drop for MtlsBroker {
     fn drop(&mut self) {
-        for child in [&mut self.stunnel, &mut self.broker] {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        let _ = self.stunnel.kill();
+        let _ = self.stunnel.wait();
     }
 }
