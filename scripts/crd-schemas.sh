@@ -24,6 +24,7 @@ CRDS=(
   "$GH/strimzi/strimzi-kafka-operator/$STRIMZI_VERSION/install/cluster-operator/044-Crd-kafkauser.yaml"
   "$GH/strimzi/strimzi-kafka-operator/$STRIMZI_VERSION/install/cluster-operator/045-Crd-kafkanodepool.yaml"
   "$GH/kedacore/keda/$KEDA_VERSION/config/crd/bases/keda.sh_scaledobjects.yaml"
+  "$GH/kedacore/keda/$KEDA_VERSION/config/crd/bases/keda.sh_triggerauthentications.yaml"
   "$GH/prometheus-operator/prometheus-operator/$PROMETHEUS_OPERATOR_VERSION/example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml"
   "$GH/prometheus-operator/prometheus-operator/$PROMETHEUS_OPERATOR_VERSION/example/prometheus-operator-crd/monitoring.coreos.com_prometheusrules.yaml"
   "$GH/cloudnative-pg/cloudnative-pg/$CLOUDNATIVE_PG_VERSION/config/crd/bases/postgresql.cnpg.io_clusters.yaml"
