@@ -173,8 +173,6 @@ impl User {
 pub struct SecureBroker {
     /// `localhost:<tls port>`: what clients bootstrap from, and what the broker advertises.
     pub bootstrap: String,
-    /// The broker's own plaintext port behind stunnel (only the test should know it).
-    pub plain_port: u16,
     pub pki: Pki,
     broker: Child,
     stunnel: Child,
@@ -262,7 +260,6 @@ impl SecureBroker {
         let stunnel = stunnel(&dir, tls_port, &plain, &pki, None);
         Self {
             bootstrap: format!("localhost:{tls_port}"),
-            plain_port,
             pki,
             broker,
             stunnel,
