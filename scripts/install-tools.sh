@@ -187,6 +187,10 @@ apt-get install chromium=$CHROMIUM_DEB_VERSION chromium-driver=$CHROMIUM_DEB_VER
 }
 
 install_secure_broker() {
+  # Not installed by this script (root needed), but named here before anything long starts.
+  command -v openssl >/dev/null || die "the security tests make certificates with the openssl command: apt-get install openssl"
+  pkg-config --exists openssl 2>/dev/null \
+    || die "the Kafka client links OpenSSL for TLS and SCRAM: apt-get install libssl-dev pkg-config"
   local bin="$TANSU_PG_CACHE/bin/tansu"
   if [ ! -x "$bin" ]; then
     command -v cargo >/dev/null || die "building tansu needs cargo"
