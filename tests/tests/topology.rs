@@ -128,3 +128,23 @@ fn the_charts_copy_of_the_table_is_current() {
         path.display()
     );
 }
+
+#[test]
+fn the_readme_lists_what_each_kafka_user_may_do() {
+    let readme = std::fs::read_to_string(root().join("README.md")).expect("README");
+    let section = readme
+        .split("**What each KafkaUser may do**")
+        .nth(1)
+        .expect("the README's table of KafkaUsers");
+    for access in events::topology::SERVICES {
+        let row = section
+            .lines()
+            .find(|l| l.starts_with(&format!("| `{}` |", access.service)))
+            .unwrap_or_else(|| panic!("the README's table has no row for {}", access.service));
+        let group = access.group.map_or("—".to_owned(), |g| format!("`{g}`"));
+        assert!(row.contains(&format!("| {group} |")), "{row}");
+        for topic in access.writes.iter().chain(access.reads) {
+            assert!(row.contains(&format!("`{topic}`")), "{row} lacks {topic}");
+        }
+    }
+}
