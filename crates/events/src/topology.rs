@@ -46,7 +46,8 @@ impl Access {
     }
 
     /// A consuming service's group, the topics it reads and its [`outputs`](Self::outputs): what
-    /// `platform::Subscription` takes. Panics for a service without a group.
+    /// `platform::ConsumerService` subscribes to and waits for. Panics for a service without a
+    /// group.
     pub fn consumer(&self) -> (&'static str, &'static [&'static str], Vec<&'static str>) {
         let group = self
             .group

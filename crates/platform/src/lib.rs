@@ -187,18 +187,6 @@ impl Runtime {
     }
 }
 
-/// What a consuming service reads and writes.
-#[derive(Debug, Clone, Copy)]
-pub struct Subscription<'a> {
-    /// The default consumer group; `KAFKA_CONSUMER_GROUP` replaces it.
-    pub group: &'a str,
-    /// The topics the group reads (usually one).
-    pub topics: &'a [&'a str],
-    /// Topics the handler publishes to (outputs, changelogs); readiness waits until they, and the
-    /// dead-letter topic of each topic read, exist.
-    pub writes: &'a [&'a str],
-}
-
 /// An optional HTTP API beside the consumer.
 pub struct Api {
     pub addr: SocketAddr,
@@ -216,31 +204,32 @@ pub struct ConsumerService<H: kafka::Handler> {
 }
 
 impl<H: kafka::Handler> ConsumerService<H> {
-    /// `build` makes the handler and the optional API from the runtime (publisher, metrics).
+    /// Consumes as the service's row in the topology table says (`events::topology::of`): its
+    /// group (`KAFKA_CONSUMER_GROUP` replaces it) reads the row's topics; readiness waits until
+    /// they, the dead-letter topic of each, and the topics the row writes (outputs, changelogs)
+    /// exist. `build` makes the handler and the optional API from the runtime (publisher,
+    /// metrics).
     pub async fn build<F>(
         config: &ServiceConfig,
-        subscription: Subscription<'_>,
+        access: &events::topology::Access,
         shutdown: &CancellationToken,
         build: F,
     ) -> Result<Self, Error>
     where
         F: FnOnce(&Runtime) -> (H, Option<Api>),
     {
-        let mut needed: Vec<String> = subscription
-            .topics
+        let (group, topics, writes) = access.consumer();
+        let mut needed: Vec<String> = topics
             .iter()
             .flat_map(|t| [(*t).to_owned(), kafka::dead_letter_topic(t)])
             .collect();
-        needed.extend(subscription.writes.iter().map(|t| (*t).to_owned()));
+        needed.extend(writes.iter().map(|t| (*t).to_owned()));
         let rt = Runtime::start(config, needed, shutdown.clone()).await?;
         let (handler, api) = build(&rt);
         let consumer = kafka::ConsumeLoop::new(
             &config.kafka,
-            config
-                .consumer_group
-                .as_deref()
-                .unwrap_or(subscription.group),
-            subscription.topics,
+            config.consumer_group.as_deref().unwrap_or(group),
+            topics,
             handler,
             rt.publisher(),
             rt.metrics.clone(),

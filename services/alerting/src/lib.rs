@@ -16,7 +16,7 @@ use events::{AlertEventType, Metric, SensorAlert, SensorReading, topics};
 use platform::config::{ConfigError, Env};
 use platform::kafka::{HandleError, Handler, Publisher, RecordMeta, Rejection};
 use platform::state::Store;
-use platform::{Api, ConsumerService, ServiceConfig, Subscription};
+use platform::{Api, ConsumerService, ServiceConfig};
 use prometheus::{
     IntCounterVec, IntGaugeVec, register_int_counter_vec_with_registry,
     register_int_gauge_vec_with_registry,
@@ -241,13 +241,8 @@ pub async fn build(
     config: Config,
     shutdown: &CancellationToken,
 ) -> Result<ConsumerService<impl Handler>, platform::Error> {
-    let (group, topics, writes) = events::topology::of(SERVICE).consumer();
-    let subscription = Subscription {
-        group,
-        topics,
-        writes: &writes,
-    };
-    ConsumerService::build(&config.service, subscription, shutdown, |rt| {
+    let access = events::topology::of(SERVICE);
+    ConsumerService::build(&config.service, access, shutdown, |rt| {
         let state = rt.store("alerting-state", topics::ALERTING_STATE_CHANGELOG);
         let registry = rt.metrics.registry();
         let published = register_int_counter_vec_with_registry!(

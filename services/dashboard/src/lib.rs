@@ -25,7 +25,7 @@ use hub::{Hub, HubConfig, HubMetrics, Update};
 use platform::config::{ConfigError, Env};
 use platform::http::ApiError;
 use platform::kafka::{HandleError, Handler, KafkaConfig, RecordMeta, Rejection, reader};
-use platform::{Api, ConsumerService, ServiceConfig, Subscription};
+use platform::{Api, ConsumerService, ServiceConfig};
 use prometheus::{
     register_histogram_with_registry, register_int_counter_with_registry,
     register_int_gauge_with_registry,
@@ -377,14 +377,9 @@ pub async fn build(
     config: Config,
     shutdown: &CancellationToken,
 ) -> Result<ConsumerService<impl Handler>, platform::Error> {
-    let (group, topics, writes) = events::topology::of(SERVICE).consumer();
-    let subscription = Subscription {
-        group,
-        topics,
-        writes: &writes,
-    };
+    let access = events::topology::of(SERVICE);
     let kafka = config.service.kafka.clone();
-    ConsumerService::build(&config.service, subscription, shutdown, |rt| {
+    ConsumerService::build(&config.service, access, shutdown, |rt| {
         let registry = rt.metrics.registry();
         let metrics = HubMetrics {
             clients: register_int_gauge_with_registry!(

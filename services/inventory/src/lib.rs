@@ -17,7 +17,7 @@ use events::{InventoryEvent, InventoryStatus, OrderCreated, topics};
 use platform::config::{ConfigError, Env};
 use platform::kafka::{HandleError, Handler, Publisher, RecordMeta, Rejection};
 use platform::state::{Store, Writer};
-use platform::{Api, ConsumerService, ServiceConfig, Subscription};
+use platform::{Api, ConsumerService, ServiceConfig};
 use prometheus::{IntCounterVec, register_int_counter_vec_with_registry};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -199,13 +199,8 @@ pub async fn build(
     config: Config,
     shutdown: &CancellationToken,
 ) -> Result<ConsumerService<impl Handler>, platform::Error> {
-    let (group, topics, writes) = events::topology::of(SERVICE).consumer();
-    let subscription = Subscription {
-        group,
-        topics,
-        writes: &writes,
-    };
-    ConsumerService::build(&config.service, subscription, shutdown, |rt| {
+    let access = events::topology::of(SERVICE);
+    ConsumerService::build(&config.service, access, shutdown, |rt| {
         let shards = Shards {
             store: rt.store("inventory-stock", topics::INVENTORY_STOCK_CHANGELOG),
             initial: config.initial_stock,

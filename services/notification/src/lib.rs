@@ -20,7 +20,7 @@ use events::{PaymentProcessed, topics};
 use platform::config::{ConfigError, Env};
 use platform::kafka::{HandleError, Handler, Publisher, RecordMeta, Rejection};
 use platform::state::Store;
-use platform::{Api, ConsumerService, ServiceConfig, Subscription};
+use platform::{Api, ConsumerService, ServiceConfig};
 use prometheus::{
     IntCounter, IntCounterVec, register_int_counter_vec_with_registry,
     register_int_counter_with_registry,
@@ -201,13 +201,8 @@ pub async fn build(
     config: Config,
     shutdown: &CancellationToken,
 ) -> Result<ConsumerService<impl Handler>, platform::Error> {
-    let (group, topics, writes) = events::topology::of(SERVICE).consumer();
-    let subscription = Subscription {
-        group,
-        topics,
-        writes: &writes,
-    };
-    ConsumerService::build(&config.service, subscription, shutdown, |rt| {
+    let access = events::topology::of(SERVICE);
+    ConsumerService::build(&config.service, access, shutdown, |rt| {
         let outbox = Arc::new(Mutex::new(Outbox::new(config.history)));
         let window = rt.store("notification-sent", topics::NOTIFICATION_SENT_CHANGELOG);
         let registry = rt.metrics.registry();

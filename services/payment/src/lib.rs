@@ -8,7 +8,7 @@ use events::{Amount, OrderCreated, topics};
 use gateway::Gateway;
 use platform::config::{ConfigError, Env};
 use platform::kafka::{HandleError, Handler, Publisher, RecordMeta, Rejection};
-use platform::{ConsumerService, ServiceConfig, Subscription};
+use platform::{ConsumerService, ServiceConfig};
 use prometheus::{
     HistogramVec, IntCounterVec, register_histogram_vec_with_registry,
     register_int_counter_vec_with_registry,
@@ -111,13 +111,8 @@ pub async fn build(
     config: Config,
     shutdown: &CancellationToken,
 ) -> Result<ConsumerService<impl Handler>, platform::Error> {
-    let (group, topics, writes) = events::topology::of(SERVICE).consumer();
-    let subscription = Subscription {
-        group,
-        topics,
-        writes: &writes,
-    };
-    ConsumerService::build(&config.service, subscription, shutdown, |rt| {
+    let access = events::topology::of(SERVICE);
+    ConsumerService::build(&config.service, access, shutdown, |rt| {
         let registry = rt.metrics.registry();
         let processed = register_int_counter_vec_with_registry!(
             "payments_processed_total",

@@ -28,7 +28,7 @@ use platform::config::{ConfigError, Env};
 use platform::http::ApiError;
 use platform::kafka::{HandleError, Handler, Publisher, RecordMeta, Rejection};
 use platform::state::Store;
-use platform::{Api, ConsumerService, ServiceConfig, Subscription};
+use platform::{Api, ConsumerService, ServiceConfig};
 use prometheus::{IntCounterVec, register_int_counter_vec_with_registry};
 use serde_json::json;
 use std::collections::HashMap;
@@ -457,13 +457,8 @@ pub async fn build(
     config: Config,
     shutdown: &CancellationToken,
 ) -> Result<ConsumerService<impl Handler>, platform::Error> {
-    let (group, topics, writes) = events::topology::of(SERVICE).consumer();
-    let subscription = Subscription {
-        group,
-        topics,
-        writes: &writes,
-    };
-    ConsumerService::build(&config.service, subscription, shutdown, |rt| {
+    let access = events::topology::of(SERVICE);
+    ConsumerService::build(&config.service, access, shutdown, |rt| {
         let stores = Stores {
             aggregates: rt.store("aggregates", topics::AGGREGATES_CHANGELOG),
             payment_windows: rt.store("payment-windows", topics::WINDOWS_CHANGELOG),
