@@ -224,7 +224,6 @@ impl Service {
         assert!(status.success(), "kill -{signal} {} failed", self.name);
     }
 
-    /// Waits for the process to exit.
     /// Waits for the process to exit, then for its last output lines to be collected.
     pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         let name = self.name.clone();

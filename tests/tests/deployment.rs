@@ -371,8 +371,6 @@ fn the_chart_creates_the_topics_of_the_topology_table() {
     );
 }
 
-/// The variables a service crate reads through `platform::config::Env` (`env.or("X", …)` and
-/// the like), from its source.
 /// The environment variables a service's sources name outside their unit tests: every string
 /// literal that is a variable name (capitals, digits and underscores, with an underscore), however
 /// it reaches `Env` (`env.or("X", ..)`, or a helper of the service's own).

@@ -12,7 +12,8 @@ use system_tests::sse::SseClient;
 use system_tests::topics::{Writer, read_all};
 use system_tests::{Broker, Service, eventually, http, procfs};
 
-async fn write_reading(writer: &Writer, sensor: u32, temperature: f64, humidity: f64) {
+/// Writes a reading straight to `sensor-readings`; its event id.
+async fn write_reading(writer: &Writer, sensor: u32, temperature: f64, humidity: f64) -> String {
     let r = SensorReading::new(sensor, temperature, humidity, Utc::now());
     writer
         .write(
@@ -21,6 +22,7 @@ async fn write_reading(writer: &Writer, sensor: u32, temperature: f64, humidity:
             &serde_json::to_vec(&r).expect("json"),
         )
         .await;
+    r.event_id.to_string()
 }
 
 /// The alert events on `sensor-alerts`, each distinct event once (a redelivered event must be
@@ -399,20 +401,7 @@ async fn an_event_stream_resumes_after_its_last_event_id_without_gaps_or_duplica
     dashboard.wait_ready().await;
     let addr = dashboard.addr("http").await;
     let writer = Writer::new(&broker.bootstrap);
-    let write = |sensor: u32| {
-        let writer = &writer;
-        async move {
-            let r = SensorReading::new(sensor, 21.0, 50.0, Utc::now());
-            writer
-                .write(
-                    topics::SENSOR_READINGS,
-                    &r.key(),
-                    &serde_json::to_vec(&r).unwrap(),
-                )
-                .await;
-            r.event_id.to_string()
-        }
-    };
+    let write = |sensor: u32| write_reading(&writer, sensor, 21.0, 50.0);
 
     let mut sse = SseClient::connect(addr, "/events", None).await;
     let first = sse.next().await.expect("an event");
