@@ -15,6 +15,7 @@ use system_tests::secure::{MtlsBroker, SecureBroker, User};
 use system_tests::service::binary;
 use system_tests::{Service, eventually, http, order_body};
 
+/// `name` logging in as `user`, with `extra` settings over the login's.
 fn start(
     test: &str,
     name: &str,
@@ -22,17 +23,13 @@ fn start(
     user: &User,
     extra: &[(&str, &str)],
 ) -> Service {
-    let mut env: Vec<(String, String)> = system_tests::TEST_SERVICE_ENV
+    let login = broker.client_env(user);
+    let mut env: Vec<(&str, &str)> = login
         .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .chain([("RUST_LOG".to_owned(), "info".to_owned())])
-        .chain(broker.client_env(user))
+        .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    for (k, v) in extra {
-        env.retain(|(key, _)| key != k);
-        env.push(((*k).to_owned(), (*v).to_owned()));
-    }
-    Service::start_exact(test, name, &env)
+    env.extend_from_slice(extra);
+    Service::start_with(test, name, &broker.bootstrap, &env)
 }
 
 /// Ready, and its broker check passed: accounts is ready without the broker (its outbox waits),
@@ -403,19 +400,15 @@ async fn the_charts_mtls_environment_connects_with_client_certificates() {
 
     // Without a client certificate, the TLS handshake is refused.
     let ca = broker.cluster_ca.ca.to_string_lossy().into_owned();
-    let mut env: Vec<(String, String)> = system_tests::TEST_SERVICE_ENV
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    env.extend([
-        (
-            "KAFKA_BOOTSTRAP_SERVERS".to_owned(),
-            broker.bootstrap.clone(),
-        ),
-        ("KAFKA_SECURITY_PROTOCOL".to_owned(), "ssl".to_owned()),
-        ("KAFKA_SSL_CA_LOCATION".to_owned(), ca),
-    ]);
-    let anonymous = Service::start_exact(test, "payment", &env);
+    let anonymous = Service::start_with(
+        test,
+        "payment",
+        &broker.bootstrap,
+        &[
+            ("KAFKA_SECURITY_PROTOCOL", "ssl"),
+            ("KAFKA_SSL_CA_LOCATION", &ca),
+        ],
+    );
     let reason = eventually(
         "a client without a certificate to be refused and named",
         Duration::from_secs(60),
