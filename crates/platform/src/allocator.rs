@@ -10,9 +10,9 @@
 //! the dashboard draining 200,000 readings at 46 and 59 MiB instead of 62 and 105, at the same CPU
 //! per record.
 //!
-//! Not changed: the purge delay (1 s). At mimalloc 2's 10 ms the drain peaked a few MiB lower, but
-//! the sensor bench's readings took up to half a second to reach the browser in its first seconds
-//! (p99 over the first 10 s 405 ms instead of 50 ms, twice).
+//! Not changed: the purge delay (1 s). mimalloc 2's 10 ms took the drain's peak only a few MiB
+//! lower. (It was first blamed for a stall in the sensor bench's first seconds, which later showed
+//! with the default delay too: README, "The sensor path".)
 //!
 //! mimalloc reads its options once, at process start (its constructor), from the environment; a
 //! constructor that runs before it changes only the default, so `MIMALLOC_ARENA_EAGER_COMMIT`
