@@ -486,8 +486,7 @@ fn each_kafka_user_may_do_exactly_what_its_row_in_the_topology_table_gives_it() 
             if let Some(group) = access.group {
                 expected.insert(("group".into(), group.into(), "Read".into()));
             }
-            if !(access.reads.is_empty() && access.stores.is_empty()) {
-                let readers = events::topology::reader_group(access.service);
+            if let Some(readers) = access.readers() {
                 expected.insert(("group".into(), readers, "Describe".into()));
             }
             assert_eq!(acls(user), expected, "{mode}: {}'s ACLs", access.service);

@@ -89,14 +89,11 @@ fn chart_topology() -> serde_json::Value {
             let read: Vec<&str> = a.reads.iter().chain(a.stores).copied().collect();
             let mut write: Vec<String> = a.outputs().iter().map(|t| (*t).to_owned()).collect();
             write.extend(a.dead_letters(platform::kafka::dead_letter_topic));
-            // A service that reads may restore or rebuild through a reader, which names a group.
-            let reader_group =
-                (!read.is_empty()).then(|| events::topology::reader_group(a.service));
             (
                 a.service.to_owned(),
                 serde_json::json!({
                     "group": a.group,
-                    "readerGroup": reader_group,
+                    "readerGroup": a.readers(),
                     "read": read,
                     "write": write,
                 }),

@@ -45,6 +45,12 @@ impl Access {
         self.writes.iter().map(|t| (*t).to_owned()).collect()
     }
 
+    /// The group its readers name ([`reader_group`]), when it reads anything: its state restores
+    /// and rebuilds read through readers, and a service without a group reads only through them.
+    pub fn readers(&self) -> Option<String> {
+        (!(self.reads.is_empty() && self.stores.is_empty())).then(|| reader_group(self.service))
+    }
+
     /// A consuming service's group, the topics it reads and its [`outputs`](Self::outputs): what
     /// `platform::ConsumerService` subscribes to and waits for. Panics for a service without a
     /// group.
