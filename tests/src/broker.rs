@@ -118,25 +118,38 @@ impl Broker {
     }
 
     pub fn create_topic(&self, topic: &str, partitions: i32, cleanup: Cleanup) {
-        let out = Command::new(tansu())
-            .args([
-                "topic",
-                "create",
-                topic,
-                "--partitions",
-                &partitions.to_string(),
-            ])
-            .args(["--config", &format!("cleanup.policy={}", cleanup.policy())])
-            .args(["--broker", &format!("tcp://{}", self.admin)])
-            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-            .output()
-            .expect("run tansu topic create");
-        assert!(
-            out.status.success(),
-            "creating topic {topic} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
+        create_topic(
+            Command::new(tansu()),
+            &self.admin,
+            topic,
+            partitions,
+            cleanup,
         );
     }
+}
+
+/// Creates `topic` through the broker listening at `admin`, with `tansu`, a command of the
+/// broker's binary (the in-memory one, or the secure broker's).
+pub(crate) fn create_topic(
+    mut tansu: Command,
+    admin: &str,
+    topic: &str,
+    partitions: i32,
+    cleanup: Cleanup,
+) {
+    let out = tansu
+        .args(["topic", "create", topic])
+        .args(["--partitions", &partitions.to_string()])
+        .args(["--config", &format!("cleanup.policy={}", cleanup.policy())])
+        .args(["--broker", &format!("tcp://{admin}")])
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .output()
+        .expect("run tansu topic create");
+    assert!(
+        out.status.success(),
+        "creating topic {topic} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 impl Drop for Broker {

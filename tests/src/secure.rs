@@ -8,7 +8,7 @@
 //! client must act on, and does not itself close the connection; TLS is enforced by stunnel;
 //! ACLs are not enforced at all (README, "Security").
 
-use crate::broker::{Broker, free_port};
+use crate::broker::{Broker, create_topic, free_port};
 use crate::postgres::Postgres;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -233,13 +233,7 @@ impl SecureBroker {
             succeed(create, &format!("tansu user create {}", user.name));
         }
         for (name, partitions, cleanup) in crate::system_topics() {
-            let mut create = tansu_pg(&bin);
-            create
-                .args(["topic", "create", &name])
-                .args(["--partitions", &partitions.to_string()])
-                .args(["--config", &format!("cleanup.policy={}", cleanup.policy())])
-                .args(["--broker", &format!("tcp://{plain}")]);
-            succeed(create, &format!("tansu topic create {name}"));
+            create_topic(tansu_pg(&bin), &plain, &name, partitions, cleanup);
         }
         let _ = setup.kill();
         let _ = setup.wait();
