@@ -42,6 +42,14 @@ pub fn render(values: &[&str]) -> Vec<Value> {
         .collect()
 }
 
+/// The Deployments among rendered `objects`.
+pub fn deployments(objects: &[Value]) -> Vec<&Value> {
+    objects
+        .iter()
+        .filter(|o| o["kind"] == "Deployment")
+        .collect()
+}
+
 /// Runs `scripts/chart-check.sh` with `args`; its success and combined output.
 pub fn chart_check(args: &[&str]) -> (bool, String) {
     tools();

@@ -6,15 +6,8 @@ use serde_json::Value;
 use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::Duration;
-use system_tests::deploy::{CHART, chart_check, render, tools};
+use system_tests::deploy::{CHART, chart_check, deployments, render, tools};
 use system_tests::{Broker, Collector, Service, root};
-
-fn deployments(objects: &[Value]) -> Vec<&Value> {
-    objects
-        .iter()
-        .filter(|o| o["kind"] == "Deployment")
-        .collect()
-}
 
 fn service_binaries() -> BTreeSet<String> {
     let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))

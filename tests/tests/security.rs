@@ -11,6 +11,7 @@
 use serde_json::{Value, json};
 use std::process::Command;
 use std::time::Duration;
+use system_tests::deploy::{deployments, render};
 use system_tests::secure::{MtlsBroker, SecureBroker, User};
 use system_tests::service::binary;
 use system_tests::{Service, eventually, http, order_body};
@@ -265,20 +266,19 @@ fn secret_of(pod: &Value, path: &str) -> String {
         .to_owned()
 }
 
-/// The chart rendered with `values` and run: each Deployment's environment starts its real
+/// The chart's Deployments, run: each one's environment starts its real
 /// binary against `bootstrap`, with the files the chart mounts made by `file` (given the
 /// Deployment's name, the variable, the mounted path and the Secret behind it), and each
 /// becomes ready and logged in.
 async fn run_the_charts_deployments(
     test: &str,
-    values: &str,
+    deployments: &[&Value],
     bootstrap: &str,
     file: impl Fn(&str, &str, &str, &str) -> String,
 ) {
-    let objects = system_tests::deploy::render(&[values]);
     let postgres = system_tests::Postgres::start(&format!("{test}_postgres"));
     let mut services = Vec::new();
-    for deployment in objects.iter().filter(|o| o["kind"] == "Deployment") {
+    for deployment in deployments {
         let user = deployment["metadata"]["name"].as_str().expect("name");
         let pod = &deployment["spec"]["template"]["spec"];
         let name = pod["containers"][0]["name"]
@@ -321,17 +321,17 @@ async fn run_the_charts_deployments(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_charts_scram_environment_logs_in() {
     let test = "security_chart_scram";
-    let values = "charts/kafka-microservices/ci/scram-values.yaml";
-    let users: Vec<User> = system_tests::deploy::render(&[values])
+    let objects = render(&["charts/kafka-microservices/ci/scram-values.yaml"]);
+    let deployments = deployments(&objects);
+    let users: Vec<User> = deployments
         .iter()
-        .filter(|o| o["kind"] == "Deployment")
         .map(|d| User::new(d["metadata"]["name"].as_str().expect("name")))
         .collect();
     let broker = SecureBroker::start(test, &users).await;
     let dir = system_tests::log_dir(test);
     run_the_charts_deployments(
         test,
-        values,
+        &deployments,
         &broker.bootstrap,
         |user, var, _, secret| match var {
             "KAFKA_SSL_CA_LOCATION" => {
@@ -364,24 +364,30 @@ async fn the_charts_mtls_environment_connects_with_client_certificates() {
     let test = "security_chart_mtls";
     let broker = MtlsBroker::start(test);
     let issued = std::sync::Mutex::new(std::collections::HashMap::new());
-    let values = "charts/kafka-microservices/ci/mtls-values.yaml";
-    run_the_charts_deployments(test, values, &broker.bootstrap, |user, var, _, secret| {
-        if var == "KAFKA_SSL_CA_LOCATION" {
-            assert_eq!(secret, "events-cluster-ca-cert");
-            return broker.cluster_ca.ca.to_string_lossy().into_owned();
-        }
-        assert_eq!(secret, user, "{user}: its KafkaUser's Secret");
-        let mut issued = issued.lock().expect("issued");
-        let (cert, key) = issued
-            .entry(user.to_owned())
-            .or_insert_with(|| broker.clients_ca.issue(user))
-            .clone();
-        match var {
-            "KAFKA_SSL_CERTIFICATE_LOCATION" => cert.to_string_lossy().into_owned(),
-            "KAFKA_SSL_KEY_LOCATION" => key.to_string_lossy().into_owned(),
-            other => panic!("{user}: an unexpected file variable {other}"),
-        }
-    })
+    let objects = render(&["charts/kafka-microservices/ci/mtls-values.yaml"]);
+    let deployments = deployments(&objects);
+    run_the_charts_deployments(
+        test,
+        &deployments,
+        &broker.bootstrap,
+        |user, var, _, secret| {
+            if var == "KAFKA_SSL_CA_LOCATION" {
+                assert_eq!(secret, "events-cluster-ca-cert");
+                return broker.cluster_ca.ca.to_string_lossy().into_owned();
+            }
+            assert_eq!(secret, user, "{user}: its KafkaUser's Secret");
+            let mut issued = issued.lock().expect("issued");
+            let (cert, key) = issued
+                .entry(user.to_owned())
+                .or_insert_with(|| broker.clients_ca.issue(user))
+                .clone();
+            match var {
+                "KAFKA_SSL_CERTIFICATE_LOCATION" => cert.to_string_lossy().into_owned(),
+                "KAFKA_SSL_KEY_LOCATION" => key.to_string_lossy().into_owned(),
+                other => panic!("{user}: an unexpected file variable {other}"),
+            }
+        },
+    )
     .await;
     // stunnel checked each one's certificate: the subject is its KafkaUser.
     let accepted =
@@ -392,11 +398,7 @@ async fn the_charts_mtls_environment_connects_with_client_certificates() {
             "{user}'s certificate was not presented"
         );
     }
-    let deployments = system_tests::deploy::render(&[values])
-        .iter()
-        .filter(|o| o["kind"] == "Deployment")
-        .count();
-    assert_eq!(issued.lock().expect("issued").len(), deployments);
+    assert_eq!(issued.lock().expect("issued").len(), deployments.len());
 
     // Without a client certificate, the TLS handshake is refused.
     let ca = broker.cluster_ca.ca.to_string_lossy().into_owned();
