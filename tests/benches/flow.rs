@@ -10,7 +10,8 @@
 //! 1. Throughput, orders written straight to `orders` (20,000 orders, as fast as possible).
 //! 2. Throughput through `POST /orders` (the load generator, 20,000 orders, rate 0); the peer has
 //!    no API, so its straight figure is the reference.
-//! 3. Latency created → notified at a steady 1,000 orders/s (10,000 orders).
+//! 3. Latency created → notified at a steady 1,000 orders/s (10,000 orders), also over each fifth
+//!    of the run, then through fresh services on the broker that run left behind (2,000 orders).
 //! 4. CPU per 1,000 orders: order + payment + notification (the peer: its three processes,
 //!    start-up included), and each service's resident memory, idle and peak.
 //! 5. One payment replica with a 5 ms gateway, then 1 → 2 → 3 → 6 replicas, draining a backlog.
@@ -30,6 +31,8 @@ use system_tests::{Broker, Service, eventually};
 const ORDERS: usize = 20_000;
 const STEADY_RATE: f64 = 1_000.0;
 const STEADY_ORDERS: u64 = 10_000;
+/// Orders at the steady rate through fresh services on the broker the steady run left behind.
+const AGED_ORDERS: u64 = 2_000;
 const GATEWAY_0: &[(&str, &str)] = &[("PAYMENT_GATEWAY_LATENCY_MS", "0")];
 const GATEWAY_5: &[(&str, &str)] = &[("PAYMENT_GATEWAY_LATENCY_MS", "5")];
 
@@ -71,6 +74,17 @@ struct Scaling {
 }
 
 #[derive(Serialize)]
+struct Steady {
+    report: loadgen::Report,
+    /// Created → notified from the notification events' own timestamps, as the peer measures.
+    created_to_notified: loadgen::Latency,
+    /// Its p99 over each fifth of the run, by creation time.
+    p99_ms_by_fifth: Vec<f64>,
+    /// Created → notified through fresh services, on the broker the run left behind.
+    fresh_services_aged_broker: loadgen::Latency,
+}
+
+#[derive(Serialize)]
 struct Results {
     machine: Machine,
     peer_available: bool,
@@ -79,9 +93,7 @@ struct Results {
     straight_project_cpu_ms_per_1000: f64,
     api_project: loadgen::Report,
     steady_peer: Option<PeerRun>,
-    steady_project: loadgen::Report,
-    /// Created → notified from the notification events' own timestamps, as the peer measures.
-    steady_project_created_to_notified: loadgen::Latency,
+    steady_project: Steady,
     resources: Vec<Resources>,
     payment_scaling: Vec<Scaling>,
 }
@@ -248,24 +260,64 @@ async fn load(order: &Service, broker: &Broker, count: u64, rate: f64) -> loadge
     }
 }
 
-/// The order API at a steady rate: the load generator's report, and created → notified from the
-/// notification events' own timestamps.
-async fn steady_project(broker: &Broker) -> (loadgen::Report, loadgen::Latency) {
-    let services = flow_services("bench_steady", broker).await;
-    let started = chrono::Utc::now();
-    let report = loadgen::run(load(&services[0], broker, STEADY_ORDERS, STEADY_RATE).await)
-        .await
-        .expect("steady run");
-    let created_to_notified = loadgen::Latency::from_samples(
+/// Created → notified of the orders created since `since`, from the notification events' own
+/// timestamps, in the order they were created.
+async fn created_to_notified(
+    broker: &Broker,
+    since: chrono::DateTime<chrono::Utc>,
+) -> Vec<Duration> {
+    let mut samples: Vec<(chrono::DateTime<chrono::Utc>, Duration)> =
         read_all(&broker.bootstrap, topics::NOTIFICATIONS)
             .await
             .iter()
             .filter_map(|r| serde_json::from_value::<NotificationSent>(r.json()).ok())
-            .filter(|n| n.order_created_at >= started)
-            .filter_map(|n| (n.occurred_at - n.order_created_at).to_std().ok())
-            .collect(),
-    );
-    (report, created_to_notified)
+            .filter(|n| n.order_created_at >= since)
+            .filter_map(|n| {
+                (n.occurred_at - n.order_created_at)
+                    .to_std()
+                    .ok()
+                    .map(|d| (n.order_created_at, d))
+            })
+            .collect();
+    samples.sort_by_key(|(created, _)| *created);
+    samples.into_iter().map(|(_, d)| d).collect()
+}
+
+/// The order API at a steady rate: the load generator's report, and created → notified from the
+/// notification events' own timestamps, over the whole run and over each fifth of it (by
+/// creation). Then the same rate for `AGED_ORDERS` more orders through fresh services on the
+/// broker the run left behind: if the latency grows over the run because the broker's log grew,
+/// fresh services start where the run ended; if it grew in the services, they start low again.
+async fn steady_project(broker: &Broker) -> Steady {
+    let mut services = flow_services("bench_steady", broker).await;
+    let started = chrono::Utc::now();
+    let report = loadgen::run(load(&services[0], broker, STEADY_ORDERS, STEADY_RATE).await)
+        .await
+        .expect("steady run");
+    let samples = created_to_notified(broker, started).await;
+    let fifth = samples.len().div_ceil(5).max(1);
+    let p99_ms_by_fifth = samples
+        .chunks(fifth)
+        .map(|c| loadgen::Latency::from_samples(c.to_vec()).p99_ms)
+        .collect();
+
+    for s in &mut services {
+        s.signal("TERM");
+        s.wait_exit(Duration::from_secs(30)).await;
+    }
+    let services = flow_services("bench_steady_aged", broker).await;
+    let restarted = chrono::Utc::now();
+    loadgen::run(load(&services[0], broker, AGED_ORDERS, STEADY_RATE).await)
+        .await
+        .expect("run on the aged broker");
+    Steady {
+        report,
+        created_to_notified: loadgen::Latency::from_samples(samples),
+        p99_ms_by_fifth,
+        fresh_services_aged_broker: loadgen::Latency::from_samples(
+            created_to_notified(broker, restarted).await,
+        ),
+    }
 }
 
 /// The order API saturated, with each service's memory and CPU.
@@ -381,7 +433,7 @@ fn print_tables(r: &Results) {
         r.api_project.throughput,
         ratio(r.api_project.throughput, peer_straight)
     );
-    let s = &r.steady_project_created_to_notified;
+    let s = &r.steady_project.created_to_notified;
     let ps = r.steady_peer.clone().unwrap_or_default();
     println!(
         "| created → notified at {STEADY_RATE:.0}/s, p50 / p95 / p99 ms | {} / {} / {} | {:.1} / {:.1} / {:.1} | {} (p99) | p99 < 50 ms |",
@@ -411,7 +463,23 @@ fn print_tables(r: &Results) {
     }
     println!(
         "\nSteady {STEADY_RATE:.0}/s run: {} sent, {} completed, {} lost, max {:.0} ms",
-        r.steady_project.sent, r.steady_project.completed, r.steady_project.lost, s.max_ms
+        r.steady_project.report.sent,
+        r.steady_project.report.completed,
+        r.steady_project.report.lost,
+        s.max_ms
+    );
+    let fifths: Vec<String> = r
+        .steady_project
+        .p99_ms_by_fifth
+        .iter()
+        .map(|p| format!("{p:.1}"))
+        .collect();
+    let aged = &r.steady_project.fresh_services_aged_broker;
+    println!(
+        "p99 over each fifth of it: {} ms; then {AGED_ORDERS} more at {STEADY_RATE:.0}/s through fresh services on the same broker: p50 {:.1}, p99 {:.1} ms",
+        fifths.join(" / "),
+        aged.p50_ms,
+        aged.p99_ms
     );
     println!("\nResources per process (saturating API run; CPU is user + system time)");
     println!("| service | idle RSS MiB | peak RSS MiB | CPU ms per 1,000 orders |");
@@ -462,8 +530,7 @@ async fn main() {
         )
     });
     eprintln!("project: {STEADY_ORDERS} orders at {STEADY_RATE}/s through the API …");
-    let (steady_project, steady_project_created_to_notified) =
-        steady_project(&Broker::start_system()).await;
+    let steady_project = steady_project(&Broker::start_system()).await;
     eprintln!("project: {ORDERS} orders through the API as fast as possible …");
     let (api_project, resources) = api_project(&Broker::start_system()).await;
 
@@ -490,7 +557,6 @@ async fn main() {
         api_project,
         steady_peer,
         steady_project,
-        steady_project_created_to_notified,
         resources,
         payment_scaling,
     };
