@@ -11,6 +11,7 @@ pub mod reader;
 mod security;
 
 pub use client_errors::ClientErrors;
+pub(crate) use client_errors::Warnings;
 pub use consumer::{
     COMMIT_BUDGET, ConsumeLoop, GroupContext, HandleError, Handler, RecordMeta, Rejection,
     headers as dlq_headers,

@@ -42,8 +42,7 @@ impl rdkafka::ClientContext for ProducerContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        tracing::warn!(error = %error, reason, "kafka client error");
-        self.errors.record(&error, reason);
+        self.errors.warn(&error, reason);
     }
 }
 

@@ -44,8 +44,7 @@ impl ClientContext for ReaderContext {
             KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
         );
         if !end {
-            tracing::warn!(error = %error, reason, "kafka client error");
-            self.errors.record(&error, reason);
+            self.errors.warn(&error, reason);
         }
     }
 

@@ -5,6 +5,7 @@
 use super::lane::Lane;
 use super::{Handler, Shared};
 use crate::http::{Gate, Readiness};
+use crate::kafka::Warnings;
 use crate::metrics::Metrics;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
@@ -42,6 +43,7 @@ pub struct GroupContext {
     assigned: Mutex<BTreeSet<(String, i32)>>,
     lag: AtomicI64,
     callbacks: mpsc::UnboundedSender<Callback>,
+    warnings: Warnings,
 }
 
 impl GroupContext {
@@ -63,6 +65,7 @@ impl GroupContext {
             assigned: Mutex::default(),
             lag: AtomicI64::new(0),
             callbacks,
+            warnings: Warnings::default(),
         }
     }
 
@@ -125,7 +128,7 @@ impl ClientContext for GroupContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        tracing::warn!(error = %error, reason, "kafka client error");
+        self.warnings.warn(&error, reason);
     }
 }
 
