@@ -42,8 +42,7 @@ use futures::future::BoxFuture;
 use futures::{FutureExt, TryFutureExt};
 use prometheus::{Histogram, IntCounter, IntGauge};
 use rdkafka::ClientConfig;
-use rdkafka::consumer::Consumer;
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -439,19 +438,6 @@ fn read_partition<V: DeserializeOwned>(
         source,
     };
     let consumer = reader::reader(config).map_err(restore_err)?;
-    let md = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .map_err(restore_err)?;
-    let exists = md
-        .topics()
-        .iter()
-        .any(|t| t.name() == topic && t.partitions().iter().any(|p| p.id() == partition));
-    if !exists {
-        return Err(StateError::MissingPartition {
-            changelog: topic.to_owned(),
-            partition,
-        });
-    }
     let mut restored = Restored {
         partition: Partition::default(),
         records: 0,
@@ -473,7 +459,15 @@ fn read_partition<V: DeserializeOwned>(
             },
         }
     })
-    .map_err(restore_err)?;
+    .map_err(|e| match e {
+        KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownPartition) => {
+            StateError::MissingPartition {
+                changelog: topic.to_owned(),
+                partition,
+            }
+        }
+        e => restore_err(e),
+    })?;
     Ok(restored)
 }
 

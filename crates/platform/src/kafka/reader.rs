@@ -68,7 +68,12 @@ pub fn reader(config: &ClientConfig) -> KafkaResult<BaseConsumer<ReaderContext>>
 }
 
 /// Every record of `topic[partition]` from its start to its end, handed to `each` in order.
-/// Fails after `timeout` without reaching the end.
+/// Fails with `UnknownPartition` if the partition does not exist, and after `timeout` without
+/// reaching the end.
+///
+/// The topic's metadata is asked for first: a partition assigned before the client knows its
+/// leader has its first offset lookup put off by librdkafka's fixed 500 ms ("no current leader"),
+/// and every restore on assignment would pay that before its first record.
 pub fn read_to_end(
     consumer: &BaseConsumer<ReaderContext>,
     topic: &str,
@@ -76,10 +81,20 @@ pub fn read_to_end(
     timeout: Duration,
     mut each: impl FnMut(OwnedMessage),
 ) -> KafkaResult<()> {
+    let deadline = Instant::now() + timeout;
+    let md = consumer.fetch_metadata(Some(topic), timeout)?;
+    let exists = md
+        .topics()
+        .iter()
+        .any(|t| t.name() == topic && t.partitions().iter().any(|p| p.id() == partition));
+    if !exists {
+        return Err(KafkaError::MetadataFetch(
+            RDKafkaErrorCode::UnknownPartition,
+        ));
+    }
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, partition, Offset::Beginning)?;
     consumer.assign(&tpl)?;
-    let deadline = Instant::now() + timeout;
     loop {
         if Instant::now() > deadline {
             return Err(KafkaError::MessageConsumption(
