@@ -188,3 +188,41 @@ async fn an_inventory_killed_mid_stream_continues_its_stock() {
     assert_eq!(stock["reserved"]["SKU-KEYBOARD"], 100, "{stock}");
     assert_eq!(stock["reserved"]["SKU-MOUSE"], 200, "{stock}");
 }
+
+/// A changelog with fewer partitions than the store's input cannot hold the state of the others:
+/// taking such a partition over fails with a reason that says so (and is retried, in case the
+/// topic is being fixed), instead of a restore that waits for a partition that will never come.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_changelog_short_of_partitions_is_named() {
+    let broker = Broker::start(&[
+        (topics::PAYMENTS, 2),
+        (topics::NOTIFICATIONS, 1),
+        (topics::NOTIFICATION_SENT_CHANGELOG, 1),
+    ]);
+    let notification = Service::start("state_short_changelog", "notification", &broker, &[]);
+    let reason = eventually(
+        "notification to name the missing changelog partition",
+        Duration::from_secs(60),
+        || async {
+            notification
+                .logged("partition setup failed; retrying before taking records")
+                .iter()
+                .filter(|l| l["partition"] == 1)
+                .find_map(|l| l["reason"].as_str().map(str::to_owned))
+        },
+    )
+    .await;
+    assert!(
+        reason.contains("notification-sent-changelog[1] does not exist")
+            && reason.contains("as many partitions as its input topic"),
+        "{reason}"
+    );
+    // Partition 0 has its changelog partition, and was taken over.
+    assert!(
+        notification
+            .logged("state restored")
+            .iter()
+            .any(|l| l["partition"] == 0),
+        "partition 0 restored"
+    );
+}
