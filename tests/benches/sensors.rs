@@ -238,10 +238,15 @@ async fn main() {
     // readings wait for the producer's id (the idempotent producer asks for one first, and when
     // no broker connection is up yet at its first try, librdkafka tries again after a fixed
     // 500 ms); that start-up wait is reported on its own line, not mixed into the steady p99.
+    let deadline = Instant::now() + Duration::from_secs(30);
     let producing_since = loop {
         if sensor.metric("sensor_readings_published_total").await > 0.0 {
             break Utc::now();
         }
+        assert!(
+            Instant::now() < deadline,
+            "the simulator published nothing in 30 s"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
     let first_ack_ms = (producing_since - sensor_started)
