@@ -137,19 +137,13 @@ pub(crate) fn create_topic(
     partitions: i32,
     cleanup: Cleanup,
 ) {
-    let out = tansu
+    tansu
         .args(["topic", "create", topic])
         .args(["--partitions", &partitions.to_string()])
         .args(["--config", &format!("cleanup.policy={}", cleanup.policy())])
         .args(["--broker", &format!("tcp://{admin}")])
-        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .output()
-        .expect("run tansu topic create");
-    assert!(
-        out.status.success(),
-        "creating topic {topic} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT");
+    crate::succeed(tansu, &format!("creating topic {topic} failed"));
 }
 
 impl Drop for Broker {

@@ -24,12 +24,7 @@ pub fn render(values: &[&str]) -> Vec<Value> {
     for v in values {
         cmd.args(["--values", v]);
     }
-    let out = cmd.output().expect("run helm template");
-    assert!(
-        out.status.success(),
-        "helm template failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = crate::succeed(cmd, "helm template failed");
     let text = String::from_utf8(out.stdout).expect("utf-8");
     serde_yaml_ng::Deserializer::from_str(&text)
         .map(|doc| {

@@ -55,6 +55,18 @@ pub fn root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Runs `cmd` and returns its output; panics with `what` and the command's stderr unless it
+/// succeeded.
+pub(crate) fn succeed(mut cmd: std::process::Command, what: &str) -> std::process::Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("run {what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// Runs `scripts/install-tools.sh <what>` (pinned, idempotent) and returns `.tools/bin`.
 pub fn install_tools(what: &str) -> PathBuf {
     let status = std::process::Command::new("bash")

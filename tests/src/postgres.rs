@@ -12,16 +12,10 @@ pub struct Postgres {
 }
 
 fn script(args: &[&str]) -> String {
-    let out = Command::new("bash")
-        .arg(crate::root().join("scripts/postgres.sh"))
-        .args(args)
-        .output()
-        .expect("run scripts/postgres.sh");
-    assert!(
-        out.status.success(),
-        "scripts/postgres.sh {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut cmd = Command::new("bash");
+    cmd.arg(crate::root().join("scripts/postgres.sh"))
+        .args(args);
+    let out = crate::succeed(cmd, &format!("scripts/postgres.sh {args:?} failed"));
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 

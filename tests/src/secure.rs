@@ -10,6 +10,7 @@
 
 use crate::broker::{Broker, create_topic, free_port};
 use crate::postgres::Postgres;
+use crate::succeed;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -23,15 +24,6 @@ pub struct Pki {
 }
 
 /// Runs `cmd` to its end and fails the test, with its stderr, unless it succeeds.
-fn succeed(mut cmd: Command, what: &str) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("run {what}: {e}"));
-    assert!(
-        out.status.success(),
-        "{what}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn openssl(dir: &Path, args: &[&str]) {
     let mut cmd = Command::new("openssl");
     cmd.current_dir(dir).args(args);
