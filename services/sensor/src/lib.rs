@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use events::{SensorReading, topics};
 use platform::config::{ConfigError, Env};
 use platform::http::{ApiError, JsonBody};
-use platform::kafka::Publisher;
+use platform::kafka::{ProducerDefaults, Publisher};
 use platform::{Runtime, ServiceConfig};
 use prometheus::{IntCounterVec, register_int_counter_vec_with_registry};
 use serde::Deserialize;
@@ -69,12 +69,14 @@ impl Config {
                 (0.0..=1.0).contains(v)
             })
         };
-        let mut service = ServiceConfig::from_env(env, SERVICE)?;
-        if env.raw("KAFKA_LINGER_MS").is_none() {
-            service.kafka.linger = DEFAULT_LINGER;
-        }
         let config = Self {
-            service,
+            service: ServiceConfig::from_env_with(
+                env,
+                SERVICE,
+                ProducerDefaults {
+                    linger: DEFAULT_LINGER,
+                },
+            )?,
             http_addr: env.addr("HTTP_ADDR", "0.0.0.0:8080")?,
             count: env.checked("SENSOR_COUNT", 20, "from 0 to 100000", |n: &u32| {
                 *n <= 100_000

@@ -77,8 +77,32 @@ const SECRET_PROPERTIES: [&str; 6] = [
     "ssl.keystore.password",
 ];
 
+/// The producer settings a service may default differently; the environment still overrides
+/// them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerDefaults {
+    /// `KAFKA_LINGER_MS` when it is not set.
+    pub linger: Duration,
+}
+
+impl Default for ProducerDefaults {
+    fn default() -> Self {
+        Self {
+            linger: Duration::from_millis(5),
+        }
+    }
+}
+
 impl KafkaConfig {
     pub fn from_env(env: &Env, service: &str) -> Result<Self, ConfigError> {
+        Self::from_env_with(env, service, ProducerDefaults::default())
+    }
+
+    pub fn from_env_with(
+        env: &Env,
+        service: &str,
+        defaults: ProducerDefaults,
+    ) -> Result<Self, ConfigError> {
         let bootstrap_servers: String = env.required(
             "KAFKA_BOOTSTRAP_SERVERS",
             "a comma-separated list of host:port",
@@ -142,7 +166,7 @@ impl KafkaConfig {
             statistics_interval: env
                 .millis("KAFKA_STATISTICS_INTERVAL_MS", Duration::from_secs(5))?,
             fetch_wait_max: env.millis("KAFKA_FETCH_WAIT_MAX_MS", Duration::from_millis(500))?,
-            linger: env.millis("KAFKA_LINGER_MS", Duration::from_millis(5))?,
+            linger: env.millis("KAFKA_LINGER_MS", defaults.linger)?,
             max_in_flight: env.checked(
                 "KAFKA_MAX_IN_FLIGHT",
                 1024,
