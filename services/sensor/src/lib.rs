@@ -32,10 +32,10 @@ const MAX_IN_FLIGHT: usize = 4096;
 /// How long the simulator's producer fills a batch, unless `KAFKA_LINGER_MS` says otherwise (the
 /// other services keep the platform's 5 ms). librdkafka sends one produce request per partition
 /// and batch: at 1,000 readings/s over six partitions, the simulator sent 525 requests a second
-/// with 5 ms and 205 with 20 ms. Nobody waits on a reading the way a customer waits on an order,
-/// and the dashboard redraws four times a second. On the local broker, whose cost is per request
-/// and per stored batch, this took the bench's reading → browser p99 from about 170 ms to about
-/// 62 ms (README, "The sensor path").
+/// with 5 ms and 205 with 20 ms. The simulated readings wait for no one (a `POST /readings`
+/// answers up to 20 ms later), and the dashboard redraws four times a second. On the local
+/// broker, whose cost is per request and per stored batch, this took the sensor bench's reading →
+/// client event p99 from 169–178 ms to about 62 ms (README, "The sensor path").
 pub const DEFAULT_LINGER: Duration = Duration::from_millis(20);
 
 #[derive(Debug, Clone, PartialEq)]
@@ -391,7 +391,11 @@ mod tests {
             c.service.kafka.producer_config().get("linger.ms"),
             Some("20")
         );
-        let c = Config::from_env(&Env::from_pairs([base, ("KAFKA_LINGER_MS", "5")])).expect("set");
-        assert_eq!(c.service.kafka.linger, Duration::from_millis(5));
+        let c = Config::from_env(&Env::from_pairs([base, ("KAFKA_LINGER_MS", "1")])).expect("set");
+        assert_eq!(c.service.kafka.linger, Duration::from_millis(1));
+        assert_eq!(
+            c.service.kafka.producer_config().get("linger.ms"),
+            Some("1")
+        );
     }
 }

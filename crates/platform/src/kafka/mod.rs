@@ -47,7 +47,8 @@ pub struct KafkaConfig {
     pub statistics_interval: Duration,
     /// `KAFKA_FETCH_WAIT_MAX_MS`: the longest a fetch waits at the broker for new records.
     pub fetch_wait_max: Duration,
-    /// `KAFKA_LINGER_MS`: how long the producer waits to fill a batch.
+    /// `KAFKA_LINGER_MS`: how long the producer waits to fill a batch; 5 ms unless the service's
+    /// [`ProducerDefaults`] say otherwise.
     pub linger: Duration,
     /// `KAFKA_MAX_IN_FLIGHT`: records a consumer member holds at once, taken and not finished.
     pub max_in_flight: usize,
@@ -98,10 +99,11 @@ impl KafkaConfig {
         Self::from_env_with(env, service, ProducerDefaults::default())
     }
 
+    /// As [`KafkaConfig::from_env`], for a service whose producer defaults differ.
     pub fn from_env_with(
         env: &Env,
         service: &str,
-        defaults: ProducerDefaults,
+        producer: ProducerDefaults,
     ) -> Result<Self, ConfigError> {
         let bootstrap_servers: String = env.required(
             "KAFKA_BOOTSTRAP_SERVERS",
@@ -166,7 +168,7 @@ impl KafkaConfig {
             statistics_interval: env
                 .millis("KAFKA_STATISTICS_INTERVAL_MS", Duration::from_secs(5))?,
             fetch_wait_max: env.millis("KAFKA_FETCH_WAIT_MAX_MS", Duration::from_millis(500))?,
-            linger: env.millis("KAFKA_LINGER_MS", defaults.linger)?,
+            linger: env.millis("KAFKA_LINGER_MS", producer.linger)?,
             max_in_flight: env.checked(
                 "KAFKA_MAX_IN_FLIGHT",
                 1024,
