@@ -37,8 +37,8 @@ const AGED_ORDERS: u64 = 2_000;
 const GATEWAY_0: &[(&str, &str)] = &[("PAYMENT_GATEWAY_LATENCY_MS", "0")];
 /// The steady run is repeated with the producers batching for 10 ms instead of the shipped 5 ms.
 /// The local broker's cost is per request (librdkafka sends one per partition and batch) and per
-/// stored batch, so at 1,000 orders/s fewer, fuller batches weigh on it less (README, "The steady
-/// run's latency grows with the broker's log").
+/// stored batch, so at 1,000 orders/s fewer, fuller batches weigh on it less (README, "What the
+/// broker spends, and the producers' linger").
 const LINGER_10: &[(&str, &str)] = &[
     ("PAYMENT_GATEWAY_LATENCY_MS", "0"),
     ("KAFKA_LINGER_MS", "10"),
@@ -298,8 +298,8 @@ async fn created_to_notified(
 /// creation). Then the same rate for `AGED_ORDERS` more orders through fresh services on the
 /// broker the run left behind: if the latency grows over the run because the broker's log grew,
 /// fresh services start where the run ended; if it grew in the services, they start low again.
-async fn steady_project(broker: &Broker, env: &[(&str, &str)]) -> Steady {
-    let mut services = flow_services("bench_steady", broker, env).await;
+async fn steady_run(test: &str, broker: &Broker, env: &[(&str, &str)]) -> Steady {
+    let mut services = flow_services(test, broker, env).await;
     let started = chrono::Utc::now();
     let report = loadgen::run(load(&services[0], broker, STEADY_ORDERS, STEADY_RATE).await)
         .await
@@ -315,7 +315,7 @@ async fn steady_project(broker: &Broker, env: &[(&str, &str)]) -> Steady {
         s.signal("TERM");
         s.wait_exit(Duration::from_secs(30)).await;
     }
-    let services = flow_services("bench_steady_aged", broker, env).await;
+    let services = flow_services(&format!("{test}_aged"), broker, env).await;
     let restarted = chrono::Utc::now();
     loadgen::run(load(&services[0], broker, AGED_ORDERS, STEADY_RATE).await)
         .await
@@ -549,10 +549,10 @@ async fn main() {
         )
     });
     eprintln!("project: {STEADY_ORDERS} orders at {STEADY_RATE}/s through the API …");
-    let shipped = steady_project(&Broker::start_system(), GATEWAY_0).await;
+    let steady_project = steady_run("bench_steady", &Broker::start_system(), GATEWAY_0).await;
     eprintln!("project: the same with the producers' linger at 10 ms …");
-    let steady_project_linger_10 = steady_project(&Broker::start_system(), LINGER_10).await;
-    let steady_project = shipped;
+    let steady_project_linger_10 =
+        steady_run("bench_steady_linger_10", &Broker::start_system(), LINGER_10).await;
     eprintln!("project: {ORDERS} orders through the API as fast as possible …");
     let (api_project, resources) = api_project(&Broker::start_system()).await;
 
