@@ -23,7 +23,7 @@ pub struct Pki {
     dir: PathBuf,
 }
 
-/// Runs `cmd` to its end and fails the test, with its stderr, unless it succeeds.
+/// Runs `openssl` with `args` in `dir`; fails the test, with its stderr, unless it succeeds.
 fn openssl(dir: &Path, args: &[&str]) {
     let mut cmd = Command::new("openssl");
     cmd.current_dir(dir).args(args);
