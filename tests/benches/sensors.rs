@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use system_tests::procfs::{rss_kib, sample_peaks};
 use system_tests::sse::SseClient;
 use system_tests::topics::Writer;
-use system_tests::{Broker, Service};
+use system_tests::{Broker, Service, eventually_every};
 
 const BACKLOG: usize = 200_000;
 const SENSORS: u32 = 1_000;
@@ -238,17 +238,13 @@ async fn main() {
     // readings wait for the producer's id (the idempotent producer asks for one first, and when
     // no broker connection is up yet at its first try, librdkafka tries again after a fixed
     // 500 ms); that start-up wait is reported on its own line, not mixed into the steady p99.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let producing_since = loop {
-        if sensor.metric("sensor_readings_published_total").await > 0.0 {
-            break Utc::now();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the simulator published nothing in 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
+    let producing_since = eventually_every(
+        "the simulator's first acknowledged reading",
+        Duration::from_secs(30),
+        Duration::from_millis(5),
+        || async { (sensor.metric("sensor_readings_published_total").await > 0.0).then(Utc::now) },
+    )
+    .await;
     let first_ack_ms = (producing_since - sensor_started)
         .num_microseconds()
         .unwrap_or(0) as f64

@@ -93,7 +93,22 @@ pub fn log_dir(test: &str) -> PathBuf {
 
 /// Polls `check` until it returns `Some`, or panics with `what` after `timeout`. Waiting for a
 /// condition, not for a time: the interval only bounds how often the condition is asked.
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    eventually_every(what, timeout, Duration::from_millis(100), check).await
+}
+
+/// [`eventually`], asking every `interval`: for when the moment the condition turns true is
+/// itself measured.
+pub async fn eventually_every<T, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    interval: Duration,
+    mut check: F,
+) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -107,7 +122,7 @@ where
             Instant::now() < deadline,
             "timed out after {timeout:?} waiting for {what}"
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(interval).await;
     }
 }
 
