@@ -172,3 +172,80 @@ async fn an_order_placed_inside_a_callers_trace_continues_that_trace() {
     assert_eq!(span.trace_id, trace_id, "the caller's trace continues");
     assert_eq!(span.parent_span_id, caller_span, "under the caller's span");
 }
+
+/// Without an exporter, spans keep only their ids, and those still do the work: a caller's trace
+/// id crosses HTTP, `orders`, payment and `payments`, each hop with a span id of its own, and it is
+/// on the per-record log line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_export_off_the_trace_still_crosses_kafka_and_reaches_the_logs() {
+    use events::topics;
+    use system_tests::topics::read_all;
+    let broker = Broker::start(&[(topics::ORDERS, 2), (topics::PAYMENTS, 2)]);
+    let test = "tracing_export_off";
+    let order = Service::start(test, "order", &broker, &[]);
+    let payment = Service::start(
+        test,
+        "payment",
+        &broker,
+        &[
+            ("PAYMENT_GATEWAY_LATENCY_MS", "0"),
+            ("RUST_LOG", "info,payment=debug"),
+        ],
+    );
+    order.wait_ready().await;
+    payment.wait_ready().await;
+    let (trace_id, caller_span) = ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331");
+    let res = system_tests::http()
+        .post(order.url("http", "/orders").await)
+        .header("traceparent", format!("00-{trace_id}-{caller_span}-01"))
+        .json(&order_body(3, 1_999))
+        .send()
+        .await
+        .expect("POST /orders");
+    assert_eq!(res.status().as_u16(), 202);
+    let order_id = res.json::<serde_json::Value>().await.expect("body")["order_id"]
+        .as_str()
+        .expect("order_id")
+        .to_owned();
+
+    let line = eventually(
+        "payment's line for the order",
+        Duration::from_secs(30),
+        || async {
+            payment
+                .logged("payment processed")
+                .into_iter()
+                .find(|l| l["order_id"] == order_id.as_str())
+        },
+    )
+    .await;
+    assert_eq!(line["trace_id"], trace_id, "{line}");
+
+    let parent_of = |traceparent: Option<String>| -> (String, String) {
+        let tp = traceparent.expect("a traceparent header");
+        let parts: Vec<&str> = tp.split('-').collect();
+        assert_eq!(parts.len(), 4, "{tp}");
+        assert_eq!(parts[3], "01", "the caller's sampled flag is kept: {tp}");
+        (parts[1].to_owned(), parts[2].to_owned())
+    };
+    let placed = read_all(&broker.bootstrap, topics::ORDERS)
+        .await
+        .into_iter()
+        .find(|r| r.key.as_deref() == Some(order_id.as_str()))
+        .expect("the order in `orders`");
+    let (orders_trace, orders_span) = parent_of(placed.header("traceparent"));
+    assert_eq!(orders_trace, trace_id);
+    assert_ne!(orders_span, caller_span, "the order service's own span");
+    let paid = read_all(&broker.bootstrap, topics::PAYMENTS)
+        .await
+        .into_iter()
+        .find(|r| r.key.as_deref() == Some(order_id.as_str()))
+        .expect("the payment in `payments`");
+    let (payments_trace, payments_span) = parent_of(paid.header("traceparent"));
+    assert_eq!(payments_trace, trace_id);
+    assert!(
+        payments_span != orders_span && payments_span != caller_span,
+        "payment's own span: {payments_span}"
+    );
+    assert_eq!(line["span_id"].as_str().map(str::len), Some(16), "{line}");
+}

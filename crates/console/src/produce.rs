@@ -11,7 +11,6 @@ use rdkafka::message::{Header, OwnedHeaders};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use tracing::Instrument;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -122,7 +121,11 @@ impl Producer {
             otel.name = "kafka-console produce",
             line = number
         );
-        let trace_id = span.context().span().span_context().trace_id().to_string();
+        let trace_id = platform::telemetry::context(&span)
+            .span()
+            .span_context()
+            .trace_id()
+            .to_string();
         let mut headers = OwnedHeaders::new();
         for (k, v) in &parsed.headers {
             headers = headers.insert(Header {

@@ -315,7 +315,6 @@ pub fn api(router: Router, max_body: usize) -> Router {
 }
 
 fn server_span(req: &Request) -> tracing::Span {
-    use tracing_opentelemetry::OpenTelemetrySpanExt;
     let route = req
         .extensions()
         .get::<axum::extract::MatchedPath>()
@@ -333,6 +332,6 @@ fn server_span(req: &Request) -> tracing::Span {
     let parent = opentelemetry::global::get_text_map_propagator(|p| {
         p.extract(&opentelemetry_http::HeaderExtractor(req.headers()))
     });
-    let _ = span.set_parent(parent);
+    crate::telemetry::set_parent(&span, parent);
     span
 }

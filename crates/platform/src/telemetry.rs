@@ -1,10 +1,17 @@
 //! Logs and traces: JSON log lines carrying `trace_id`/`span_id`, and OTLP trace export configured
 //! only by the standard `OTEL_*` variables.
 //!
-//! Spans are always recorded (so trace context still crosses Kafka and shows up in logs); they are
-//! exported only when `OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set,
-//! and never when `OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none`. The exporter itself
-//! reads the rest (`OTEL_EXPORTER_OTLP_TIMEOUT`, `OTEL_BSP_*`, `OTEL_RESOURCE_ATTRIBUTES`, …).
+//! Spans are exported only when `OTEL_EXPORTER_OTLP_ENDPOINT` or
+//! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set, and never when `OTEL_SDK_DISABLED=true` or
+//! `OTEL_TRACES_EXPORTER=none`. The exporter itself reads the rest (`OTEL_EXPORTER_OTLP_TIMEOUT`,
+//! `OTEL_BSP_*`, `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER`, …). Without an exporter, spans
+//! keep only their ids ([`span_ids`]): trace context still crosses HTTP and Kafka and shows up in
+//! logs, and nothing is recorded that no one would read. [`set_parent`] and [`context`] work
+//! either way.
+
+mod span_ids;
+
+pub use span_ids::{context, set_parent};
 
 use crate::config::{ConfigError, Env};
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
@@ -151,21 +158,28 @@ where
 
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    // Spans are built for every record, so only what a trace shows is kept: no per-span
-    // location, thread, target or busy/idle attributes, and no context activation on every poll
-    // (propagation reads the span's own context). Events below INFO do not become span events.
-    let otel = tracing_opentelemetry::layer()
-        .with_tracer(tracer)
-        .with_location(false)
-        .with_threads(false)
-        .with_target(false)
-        .with_tracked_inactivity(false)
-        .with_context_activation(false)
-        .with_filter(filter::filter_fn(|meta| {
-            meta.is_span() || *meta.level() <= Level::INFO
-        }));
+    // Exporting, spans are built for every record, so only what a trace shows is kept: no
+    // per-span location, thread, target or busy/idle attributes, and no context activation on
+    // every poll (propagation reads the span's own context). Events below INFO do not become span
+    // events. Not exporting, spans get their ids and nothing else.
+    let exporting = export.endpoint.is_some().then(|| {
+        tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_location(false)
+            .with_threads(false)
+            .with_target(false)
+            .with_tracked_inactivity(false)
+            .with_context_activation(false)
+            .with_filter(filter::filter_fn(|meta| {
+                meta.is_span() || *meta.level() <= Level::INFO
+            }))
+    });
+    let ids_only = export.endpoint.is_none().then(|| {
+        span_ids::SpanIdsLayer::default().with_filter(filter::filter_fn(|meta| meta.is_span()))
+    });
     tracing_subscriber::registry()
-        .with(otel)
+        .with(exporting)
+        .with(ids_only)
         .with(
             tracing_subscriber::fmt::layer()
                 .fmt_fields(NoSpanFields)
@@ -234,16 +248,21 @@ where
             let mut span_obj = Map::new();
             span_obj.insert("name".into(), Value::String(span.name().to_owned()));
             line.insert("span".into(), Value::Object(span_obj));
-            let otel = tracing::dispatcher::get_default(|dispatch| {
-                tracing_opentelemetry::get_otel_context(&span.id(), dispatch)
+            let ids = span_ids::ids_of(&span).or_else(|| {
+                tracing::dispatcher::get_default(|dispatch| {
+                    tracing_opentelemetry::get_otel_context(&span.id(), dispatch)
+                })
+                .map(|cx| {
+                    let sc = cx.span().span_context().clone();
+                    (sc.trace_id(), sc.span_id())
+                })
             });
-            if let Some(cx) = otel {
-                let span_ref = cx.span();
-                let sc = span_ref.span_context();
-                if sc.is_valid() {
-                    line.insert("trace_id".into(), Value::String(sc.trace_id().to_string()));
-                    line.insert("span_id".into(), Value::String(sc.span_id().to_string()));
-                }
+            if let Some((trace_id, span_id)) = ids.filter(|(t, s)| {
+                *t != opentelemetry::trace::TraceId::INVALID
+                    && *s != opentelemetry::trace::SpanId::INVALID
+            }) {
+                line.insert("trace_id".into(), Value::String(trace_id.to_string()));
+                line.insert("span_id".into(), Value::String(span_id.to_string()));
             }
         }
         let text = serde_json::to_string(&line).map_err(|_| fmt::Error)?;

@@ -34,7 +34,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 use uuid::Uuid;
 
 pub const SERVICE: &str = "accounts";
@@ -141,7 +140,7 @@ fn unavailable(err: &sqlx::Error) -> ApiError {
 /// The current span's trace context, for the outbox row.
 fn trace_context() -> db::TraceContext {
     let mut fields = std::collections::HashMap::<String, String>::new();
-    let context = tracing::Span::current().context();
+    let context = platform::telemetry::context(&tracing::Span::current());
     opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&context, &mut fields));
     db::TraceContext {
         traceparent: fields.remove("traceparent"),

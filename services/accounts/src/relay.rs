@@ -19,7 +19,6 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 pub struct Relay {
     pub pool: PgPool,
@@ -147,7 +146,7 @@ impl Relay {
             }
             let stored = Stored(fields);
             let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&stored));
-            let _ = span.set_parent(parent);
+            platform::telemetry::set_parent(&span, parent);
             let publisher = self.publisher.clone();
             async move {
                 publisher

@@ -45,11 +45,9 @@ impl<H: Headers> Extractor for HeaderExtractor<'_, H> {
 
 /// Injects the context of `span` into new headers.
 pub fn inject(span: &tracing::Span, headers: OwnedHeaders) -> OwnedHeaders {
-    use tracing_opentelemetry::OpenTelemetrySpanExt;
     let mut injector = HeaderInjector::default();
-    opentelemetry::global::get_text_map_propagator(|p| {
-        p.inject_context(&span.context(), &mut injector)
-    });
+    let context = crate::telemetry::context(span);
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&context, &mut injector));
     injector.into_headers(headers)
 }
 

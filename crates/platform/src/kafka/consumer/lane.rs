@@ -24,7 +24,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// The shortest retry delay; the longest is `KAFKA_RETRY_BACKOFF_MAX_MS`.
 const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -219,7 +218,7 @@ impl<H: Handler> Lane<H> {
             outcome = tracing::field::Empty,
         );
         // A record without trace headers starts a trace of its own.
-        let _ = span.set_parent(propagation::extract(record.headers()));
+        crate::telemetry::set_parent(&span, propagation::extract(record.headers()));
         let (input, step) = match shared.handler.decode(&meta, record.payload()) {
             Ok(input) => (Some(input), Step::Handle),
             Err(rejection) => (None, Step::DeadLetter(rejection)),
