@@ -6,8 +6,9 @@
 //! span: attributes, timings and a lock per span, work that only an exporter needs. Measured on
 //! the order flow (saturating API run of 20,000 orders, order + payment + notification, CPU ms per
 //! 1,000 orders, start-up included): 124–136 with that layer and export off and 102–112 with this
-//! one (three runs each, alternating), and 89–95 with no trace layer at all (two runs). [`set_parent`] and [`context`] work with either layer, so
-//! the rest of the code does not know which one is installed.
+//! one (three runs each, alternating), and 89–95 with no trace layer at all (two runs).
+//! [`set_parent`] and [`context`] work with either layer, so the rest of the code does not know
+//! which one is installed.
 
 use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
 use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
