@@ -1,4 +1,5 @@
-//! One order is one trace: HTTP → Kafka → every service, exported over OTLP/gRPC.
+//! One order is one trace: HTTP → Kafka → every service, exported over OTLP/gRPC; with export off,
+//! the trace context still crosses every hop and reaches the logs.
 
 use std::time::Duration;
 use system_tests::otlp::Span;
@@ -194,10 +195,11 @@ async fn with_export_off_the_trace_still_crosses_kafka_and_reaches_the_logs() {
     );
     order.wait_ready().await;
     payment.wait_ready().await;
+    // Not sampled: a new trace would be marked sampled, so the flag shows the caller's was kept.
     let (trace_id, caller_span) = ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331");
     let res = system_tests::http()
         .post(order.url("http", "/orders").await)
-        .header("traceparent", format!("00-{trace_id}-{caller_span}-01"))
+        .header("traceparent", format!("00-{trace_id}-{caller_span}-00"))
         .json(&order_body(3, 1_999))
         .send()
         .await
@@ -225,7 +227,10 @@ async fn with_export_off_the_trace_still_crosses_kafka_and_reaches_the_logs() {
         let tp = traceparent.expect("a traceparent header");
         let parts: Vec<&str> = tp.split('-').collect();
         assert_eq!(parts.len(), 4, "{tp}");
-        assert_eq!(parts[3], "01", "the caller's sampled flag is kept: {tp}");
+        assert_eq!(
+            parts[3], "00",
+            "the caller's sampling decision is kept: {tp}"
+        );
         (parts[1].to_owned(), parts[2].to_owned())
     };
     let placed = read_all(&broker.bootstrap, topics::ORDERS)
@@ -247,5 +252,10 @@ async fn with_export_off_the_trace_still_crosses_kafka_and_reaches_the_logs() {
         payments_span != orders_span && payments_span != caller_span,
         "payment's own span: {payments_span}"
     );
-    assert_eq!(line["span_id"].as_str().map(str::len), Some(16), "{line}");
+    let logged_span = line["span_id"].as_str().expect("span_id");
+    assert_eq!(logged_span.len(), 16, "{line}");
+    assert!(
+        logged_span != caller_span && logged_span != orders_span,
+        "the line is in payment's own span: {line}"
+    );
 }

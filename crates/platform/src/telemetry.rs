@@ -3,7 +3,7 @@
 //!
 //! Spans are exported only when `OTEL_EXPORTER_OTLP_ENDPOINT` or
 //! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set, and never when `OTEL_SDK_DISABLED=true` or
-//! `OTEL_TRACES_EXPORTER=none`. The exporter itself reads the rest (`OTEL_EXPORTER_OTLP_TIMEOUT`,
+//! `OTEL_TRACES_EXPORTER=none`. The exporter and the SDK read the rest (`OTEL_EXPORTER_OTLP_TIMEOUT`,
 //! `OTEL_BSP_*`, `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER`, …). Without an exporter, spans
 //! keep only their ids ([`span_ids`]): trace context still crosses HTTP and Kafka and shows up in
 //! logs, and nothing is recorded that no one would read. [`set_parent`] and [`context`] work

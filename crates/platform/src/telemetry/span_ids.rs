@@ -3,12 +3,20 @@
 //! log lines still carry `trace_id`/`span_id`, but nothing else about the span is kept.
 //!
 //! With an exporter, `tracing-opentelemetry` builds a full OpenTelemetry span for every tracing
-//! span: attributes, timings and a lock per span, work that only an exporter needs. Measured on
-//! the order flow (saturating API run of 20,000 orders, order + payment + notification, CPU ms per
-//! 1,000 orders, start-up included): 124–136 with that layer and export off and 102–112 with this
-//! one (three runs each, alternating), and 89–95 with no trace layer at all (two runs).
-//! [`set_parent`] and [`context`] work with either layer, so the rest of the code does not know
-//! which one is installed.
+//! span: attributes, timings and a lock per span, work that only an exporter needs; what that
+//! cost the order flow is measured in the README (Benchmarks, "The services' CPU per order, and
+//! spans").
+//!
+//! [`set_parent`] and [`context`] work with either layer (on a subscriber built on
+//! `tracing_subscriber::Registry`, as `telemetry::init` builds it), and behave alike:
+//! - `set_parent` is called on a new span, before it has children or its context is read (the
+//!   exporting layer ignores it after that; this one does not check);
+//! - a parent context without a valid span makes the span the root of a new trace;
+//! - a root is marked sampled, as the SDK's default sampler (parent-based, always on) marks it, so
+//!   a downstream service that does export keeps the trace. `OTEL_TRACES_SAMPLER` applies only
+//!   where spans are exported;
+//! - only the span context is propagated: with export off, other entries of a context (baggage)
+//!   are not carried, and only the W3C trace-context propagator is installed.
 
 use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
 use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
@@ -23,9 +31,7 @@ use tracing_subscriber::{Layer, Registry};
 #[derive(Debug, Clone)]
 struct SpanIds(SpanContext);
 
-/// Gives every new span its ids: the trace of its parent span, or a new trace for a root. A root
-/// is marked sampled, as the SDK's default sampler (parent-based, always on) would mark it, so a
-/// downstream service that does export keeps the trace.
+/// Gives every new span its ids: the trace of its parent span, or a new trace for a root.
 #[derive(Debug, Default)]
 pub(super) struct SpanIdsLayer {
     ids: RandomIdGenerator,
@@ -53,18 +59,23 @@ where
                 false,
                 parent.trace_state().clone(),
             ),
-            None => SpanContext::new(
-                self.ids.new_trace_id(),
-                self.ids.new_span_id(),
-                TraceFlags::SAMPLED,
-                false,
-                TraceState::NONE,
-            ),
+            None => root(&self.ids, self.ids.new_span_id()),
         };
         if let Some(span) = ctx.span(id) {
             span.extensions_mut().insert(SpanIds(ids));
         }
     }
+}
+
+/// The first span of a new trace.
+fn root(ids: &RandomIdGenerator, span_id: SpanId) -> SpanContext {
+    SpanContext::new(
+        ids.new_trace_id(),
+        span_id,
+        TraceFlags::SAMPLED,
+        false,
+        TraceState::NONE,
+    )
 }
 
 /// Runs `f` on the ids of `span`, if the ids layer gave it any.
@@ -74,6 +85,17 @@ fn with_ids<R>(span: &tracing::Span, f: impl FnOnce(&mut SpanIds) -> R) -> Optio
         let span = registry.span(id)?;
         let mut extensions = span.extensions_mut();
         extensions.get_mut::<SpanIds>().map(f)
+    })
+    .flatten()
+}
+
+/// The ids of `span`, if the ids layer gave it any.
+fn ids(span: &tracing::Span) -> Option<SpanContext> {
+    span.with_subscriber(|(id, dispatch)| {
+        let registry = dispatch.downcast_ref::<Registry>()?;
+        let span = registry.span(id)?;
+        let extensions = span.extensions();
+        extensions.get::<SpanIds>().map(|ids| ids.0.clone())
     })
     .flatten()
 }
@@ -88,19 +110,21 @@ pub(super) fn ids_of<'a, S: LookupSpan<'a>>(
 }
 
 /// Makes `span` continue the trace of `parent` (a context extracted from a request's or a
-/// record's headers). A parent without a valid span leaves the span the root of its own trace.
+/// record's headers). A parent without a valid span makes `span` the root of a new trace.
 pub fn set_parent(span: &tracing::Span, parent: opentelemetry::Context) {
     let remote = parent.span().span_context().clone();
     let found = with_ids(span, |ids| {
-        if remote.is_valid() {
-            ids.0 = SpanContext::new(
+        ids.0 = if remote.is_valid() {
+            SpanContext::new(
                 remote.trace_id(),
                 ids.0.span_id(),
                 remote.trace_flags(),
                 false,
                 remote.trace_state().clone(),
-            );
-        }
+            )
+        } else {
+            root(&RandomIdGenerator::default(), ids.0.span_id())
+        };
     });
     if found.is_none() {
         // The exporting layer, or none (then this does nothing).
@@ -110,7 +134,7 @@ pub fn set_parent(span: &tracing::Span, parent: opentelemetry::Context) {
 
 /// The trace context of `span`, to inject into outgoing headers.
 pub fn context(span: &tracing::Span) -> opentelemetry::Context {
-    match with_ids(span, |ids| ids.0.clone()) {
+    match ids(span) {
         Some(ids) => opentelemetry::Context::new().with_remote_span_context(ids),
         None => OpenTelemetrySpanExt::context(span),
     }
@@ -167,17 +191,27 @@ mod tests {
             let grandchild = tracing::info_span!(parent: &consumer, "publish");
             assert_eq!(split(&traceparent(&grandchild)).1, trace);
 
-            let orphan = tracing::info_span!("orphan");
-            let before = traceparent(&orphan);
+            // No headers: a new trace, even under a local parent, as with the exporting layer.
+            let orphan = root.in_scope(|| tracing::info_span!("orphan"));
             set_parent(&orphan, opentelemetry::Context::new());
-            assert_eq!(traceparent(&orphan), before, "no headers: its own trace");
+            let tp = traceparent(&orphan);
+            let (_, trace, _, flags) = split(&tp);
+            assert_ne!(trace, root_trace, "{tp}");
+            assert_ne!(trace, "0".repeat(32), "{tp}");
+            assert_eq!(flags, "01");
         });
     }
 
     #[test]
-    fn without_a_layer_there_is_no_context() {
+    fn without_the_ids_layer_there_is_no_context() {
         let span = tracing::info_span!("unobserved");
         assert!(!context(&span).span().span_context().is_valid());
+        // A span the registry has, without ids: the exporting layer's path, which has none either.
+        tracing::subscriber::with_default(tracing_subscriber::registry(), || {
+            let span = tracing::info_span!("registered");
+            set_parent(&span, opentelemetry::Context::new());
+            assert!(!context(&span).span().span_context().is_valid());
+        });
     }
 
     fn split(tp: &str) -> (&str, &str, &str, &str) {
