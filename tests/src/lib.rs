@@ -134,6 +134,19 @@ pub fn http() -> reqwest::Client {
         .expect("http client")
 }
 
+/// Places one order with `POST` to `url` (the order service's `/orders`), inside a caller's trace
+/// when `traceparent` is given; asserts that it was accepted (202) and returns its `order_id`.
+pub async fn place_order(url: &str, body: &serde_json::Value, traceparent: Option<&str>) -> String {
+    let mut request = http().post(url).json(body);
+    if let Some(traceparent) = traceparent {
+        request = request.header("traceparent", traceparent);
+    }
+    let res = request.send().await.expect("POST /orders");
+    assert_eq!(res.status().as_u16(), 202, "order refused");
+    let body: serde_json::Value = res.json().await.expect("json body");
+    body["order_id"].as_str().expect("order_id").to_owned()
+}
+
 /// A valid order body.
 pub fn order_body(user_id: u64, cents: i64) -> serde_json::Value {
     serde_json::json!({

@@ -285,16 +285,7 @@ impl Stack {
 
     /// POSTs an order and returns its id.
     pub async fn place_order(&self, body: &Value) -> String {
-        let url = self.order.url("http", "/orders").await;
-        let res = crate::http()
-            .post(url)
-            .json(body)
-            .send()
-            .await
-            .expect("POST /orders");
-        assert_eq!(res.status().as_u16(), 202, "order refused");
-        let body: Value = res.json().await.expect("json body");
-        body["order_id"].as_str().expect("order_id").to_owned()
+        crate::place_order(&self.order.url("http", "/orders").await, body, None).await
     }
 
     /// `GET /notifications` with a query string.

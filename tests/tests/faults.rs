@@ -157,17 +157,7 @@ async fn services_started_before_the_broker_become_ready_when_it_appears() {
         s.wait_ready().await;
     }
     let order_url = services[0].url("http", "/orders").await;
-    let res = system_tests::http()
-        .post(order_url)
-        .json(&order_body(7, 4_200))
-        .send()
-        .await
-        .expect("POST");
-    assert_eq!(res.status().as_u16(), 202);
-    let id = res.json::<serde_json::Value>().await.expect("json")["order_id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let id = system_tests::place_order(&order_url, &order_body(7, 4_200), None).await;
     wait_notified(&services[2], 1).await;
     audit(&broker.bootstrap, &HashSet::from([id]))
         .await

@@ -55,17 +55,12 @@ async fn built_services_report_their_bound_ports_and_stop_on_their_token() {
         .await;
     }
 
-    let res = system_tests::http()
-        .post(format!("http://{order_http}/orders"))
-        .json(&order_body(3, 4_200))
-        .send()
-        .await
-        .expect("POST /orders");
-    assert_eq!(res.status().as_u16(), 202);
-    let id = res.json::<serde_json::Value>().await.expect("json")["order_id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let id = system_tests::place_order(
+        &format!("http://{order_http}/orders"),
+        &order_body(3, 4_200),
+        None,
+    )
+    .await;
     eventually("its payment outcome", Duration::from_secs(30), || async {
         read_all(&broker.bootstrap, topics::PAYMENTS)
             .await

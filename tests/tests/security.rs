@@ -100,17 +100,12 @@ async fn every_service_logs_in_with_its_own_credentials_over_tls() {
     let by_name = |name: &str| services.iter().find(|s| s.name == name).expect("service");
 
     // Order → payment → notification, through the TLS port with every hop logged in.
-    let res = http()
-        .post(by_name("order").url("http", "/orders").await)
-        .json(&order_body(7, 1250))
-        .send()
-        .await
-        .expect("POST /orders");
-    assert_eq!(res.status(), 202);
-    let order_id = res.json::<Value>().await.expect("json")["order_id"]
-        .as_str()
-        .expect("order_id")
-        .to_owned();
+    let order_id = system_tests::place_order(
+        &by_name("order").url("http", "/orders").await,
+        &order_body(7, 1250),
+        None,
+    )
+    .await;
     let notifications = by_name("notification")
         .url("http", &format!("/notifications?order_id={order_id}"))
         .await;

@@ -155,14 +155,12 @@ async fn an_order_placed_inside_a_callers_trace_continues_that_trace() {
     );
     order.wait_ready().await;
     let (trace_id, caller_span) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
-    let res = system_tests::http()
-        .post(order.url("http", "/orders").await)
-        .header("traceparent", format!("00-{trace_id}-{caller_span}-01"))
-        .json(&order_body(7, 2_500))
-        .send()
-        .await
-        .expect("POST /orders");
-    assert_eq!(res.status().as_u16(), 202);
+    system_tests::place_order(
+        &order.url("http", "/orders").await,
+        &order_body(7, 2_500),
+        Some(&format!("00-{trace_id}-{caller_span}-01")),
+    )
+    .await;
     let span = eventually("the POST /orders span", Duration::from_secs(30), || async {
         collector
             .spans()
@@ -197,18 +195,12 @@ async fn with_export_off_the_trace_still_crosses_kafka_and_reaches_the_logs() {
     payment.wait_ready().await;
     // Not sampled: a new trace would be marked sampled, so the flag shows the caller's was kept.
     let (trace_id, caller_span) = ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331");
-    let res = system_tests::http()
-        .post(order.url("http", "/orders").await)
-        .header("traceparent", format!("00-{trace_id}-{caller_span}-00"))
-        .json(&order_body(3, 1_999))
-        .send()
-        .await
-        .expect("POST /orders");
-    assert_eq!(res.status().as_u16(), 202);
-    let order_id = res.json::<serde_json::Value>().await.expect("body")["order_id"]
-        .as_str()
-        .expect("order_id")
-        .to_owned();
+    let order_id = system_tests::place_order(
+        &order.url("http", "/orders").await,
+        &order_body(3, 1_999),
+        Some(&format!("00-{trace_id}-{caller_span}-00")),
+    )
+    .await;
 
     let line = eventually(
         "payment's line for the order",
