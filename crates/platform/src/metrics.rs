@@ -9,14 +9,20 @@ use prometheus::{
     histogram_opts, register_histogram_vec_with_registry, register_int_counter_vec_with_registry,
     register_int_gauge_vec_with_registry, register_int_gauge_with_registry,
 };
+use std::sync::Arc;
 
 /// Buckets from 1 ms to 10 s: record handling spans a cache hit to a slow gateway call.
 const DURATION_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// The service's registry and the shared Kafka metrics. Cloning is one reference count: the
+/// publisher, the consume loop and state stores each hold a clone, some of them per record.
 #[derive(Clone)]
-pub struct Metrics {
+pub struct Metrics(Arc<Families>);
+
+/// The metric families behind [`Metrics`], reached through it.
+pub struct Families {
     registry: Registry,
     /// Records taken from a topic, by what became of them: `processed` or `dead_lettered`.
     pub consumed: IntCounterVec,
@@ -48,11 +54,19 @@ pub struct Metrics {
     pub state_restore: HistogramVec,
 }
 
+impl std::ops::Deref for Metrics {
+    type Target = Families;
+
+    fn deref(&self) -> &Families {
+        &self.0
+    }
+}
+
 impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let r = &registry;
-        Self {
+        Self(Arc::new(Families {
             consumed: register_int_counter_vec_with_registry!(
                 "kafka_records_consumed_total",
                 "Records consumed, by topic and outcome.",
@@ -155,7 +169,7 @@ impl Metrics {
             )
             .expect("valid metric"),
             registry,
-        }
+        }))
     }
 
     pub fn registry(&self) -> &Registry {

@@ -104,7 +104,8 @@ impl Publisher {
     ) -> Result<Published, PublishError> {
         let span = tracing::info_span!(
             "publish",
-            otel.name = format!("{topic} publish"),
+            // Formatted only by a layer that reads it (the exporter's), not for every record.
+            otel.name = %format_args!("{topic} publish"),
             otel.kind = "producer",
             otel.status_code = tracing::field::Empty,
             messaging.system = "kafka",
@@ -126,7 +127,7 @@ impl Publisher {
                 Ok(p) => {
                     current.record(
                         "messaging.destination.partition.id",
-                        p.partition.to_string(),
+                        tracing::field::display(p.partition),
                     );
                     current.record("messaging.kafka.offset", p.offset);
                 }
