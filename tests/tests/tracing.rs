@@ -33,6 +33,13 @@ async fn one_order_is_one_trace_from_http_through_kafka_to_every_service() {
     })
     .await;
     assert_eq!(http.kind, Span::KIND_SERVER);
+    // Fields recorded after a span starts go only to the exporter (`telemetry::record`).
+    assert_eq!(
+        http.attributes
+            .get("http.response.status_code")
+            .map(String::as_str),
+        Some("202")
+    );
     assert!(
         http.parent_span_id.is_empty(),
         "the HTTP span is the root of the trace"
@@ -87,6 +94,16 @@ async fn one_order_is_one_trace_from_http_through_kafka_to_every_service() {
         orders_publish.attributes["messaging.kafka.message.key"],
         order_id
     );
+    for field in [
+        "messaging.destination.partition.id",
+        "messaging.kafka.offset",
+    ] {
+        let value = orders_publish.attributes.get(field);
+        assert!(
+            value.is_some_and(|v| v.parse::<i64>().is_ok_and(|n| n >= 0)),
+            "`orders publish` records where the broker put the order: {field} = {value:?}"
+        );
+    }
     let orders_process = child_of(
         &orders_publish,
         "payment",
@@ -101,6 +118,7 @@ async fn one_order_is_one_trace_from_http_through_kafka_to_every_service() {
         orders_process.attributes["messaging.operation.type"],
         "process"
     );
+    assert_eq!(orders_process.attributes["outcome"], "processed");
     let payments_publish = child_of(
         &orders_process,
         "payment",

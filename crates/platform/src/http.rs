@@ -299,9 +299,13 @@ pub fn api(router: Router, max_body: usize) -> Router {
                 .on_failure(())
                 .on_response(
                     |res: &Response, latency: std::time::Duration, span: &tracing::Span| {
-                        span.record("http.response.status_code", res.status().as_u16());
+                        crate::telemetry::record(
+                            span,
+                            "http.response.status_code",
+                            res.status().as_u16(),
+                        );
                         if res.status().is_server_error() {
-                            span.record("otel.status_code", "ERROR");
+                            crate::telemetry::record(span, "otel.status_code", "ERROR");
                         }
                         tracing::debug!(
                             status = res.status().as_u16(),

@@ -20,6 +20,7 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use serde_json::{Map, Value};
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tracing::Level;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
@@ -53,6 +54,21 @@ impl Drop for TelemetryGuard {
         if let Err(err) = self.provider.shutdown() {
             eprintln!("telemetry shutdown failed: {err}");
         }
+    }
+}
+
+/// Whether this process exports spans; set by [`init`] and [`init_tool`].
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// Records a field on a span for the trace exporter, and does nothing when spans are not exported.
+///
+/// Log lines carry no span fields ([`NoSpanFields`]), so the exporter is the only reader of a
+/// field recorded after the span was created (an outcome, an offset, a status). Without one, the
+/// log layer would still look the span up twice and lock it for every call, which perf put at
+/// about 2 % of each consumer's CPU. Fields given when the span is created are not affected.
+pub fn record<V: tracing::Value>(span: &tracing::Span, field: &str, value: V) {
+    if EXPORTING.load(Ordering::Relaxed) {
+        span.record(field, value);
     }
 }
 
@@ -189,6 +205,7 @@ where
         )
         .try_init()
         .map_err(|e| TelemetryError::AlreadyInstalled(e.to_string()))?;
+    EXPORTING.store(export.endpoint.is_some(), Ordering::Relaxed);
 
     tracing::info!(
         service = %export.service_name,

@@ -5,6 +5,7 @@ use super::ClientErrors;
 use super::KafkaConfig;
 use super::propagation;
 use crate::metrics::Metrics;
+use crate::telemetry;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use rdkafka::config::RDKafkaLogLevel;
@@ -125,15 +126,14 @@ impl Publisher {
             let current = tracing::Span::current();
             match &result {
                 Ok(p) => {
-                    current.record(
+                    telemetry::record(
+                        &current,
                         "messaging.destination.partition.id",
                         tracing::field::display(p.partition),
                     );
-                    current.record("messaging.kafka.offset", p.offset);
+                    telemetry::record(&current, "messaging.kafka.offset", p.offset);
                 }
-                Err(_) => {
-                    current.record("otel.status_code", "ERROR");
-                }
+                Err(_) => telemetry::record(&current, "otel.status_code", "ERROR"),
             }
             result
         }

@@ -8,6 +8,7 @@ use super::{
 };
 use crate::kafka::producer::text_header;
 use crate::kafka::{dead_letter_topic, propagation};
+use crate::telemetry;
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use futures::StreamExt;
 use futures::future::BoxFuture;
@@ -148,8 +149,15 @@ impl<H: Handler> Lane<H> {
                 at = &mut end, if deadline.is_none() => {
                     Event::End(at.unwrap_or_else(|_| tokio::time::Instant::now()))
                 }
-                () = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)),
-                    if deadline.is_some() => Event::Deadline,
+                // Built lazily: select! evaluates every branch's expression on each turn, and
+                // a timer (a clock read and a runtime handle) per record is wasted while no
+                // deadline is set.
+                () = async move {
+                    match deadline {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                }, if deadline.is_some() => Event::Deadline,
                 (permit, taken) = take(&queue, &permits), if intake => Event::Taken(permit, taken),
             };
             match event {
@@ -286,7 +294,7 @@ impl<H: Handler> Lane<H> {
             Attempt::Retry(_) | Attempt::Abandoned => {
                 // Ending: this record, and the ones of its key waiting behind it, stay unstored
                 // and hold their offsets back; the next owner gets them again.
-                rec.span.record("outcome", "abandoned");
+                telemetry::record(&rec.span, "outcome", "abandoned");
                 if rec.backoff.is_some() {
                     self.retrying -= 1;
                 }
@@ -300,7 +308,7 @@ impl<H: Handler> Lane<H> {
                 self.set_paused(false);
             }
         }
-        rec.span.record("outcome", outcome);
+        telemetry::record(&rec.span, "outcome", outcome);
         if outcome == "processed" {
             series.processed.inc();
         } else {
@@ -435,7 +443,7 @@ async fn step<H: Handler>(shared: &Shared<H>, rec: &mut InFlight<H::Input>) -> A
     let Step::DeadLetter(rejection) = &rec.step else {
         unreachable!("a record without input is a dead letter");
     };
-    tracing::Span::current().record("otel.status_code", "ERROR");
+    telemetry::record(&tracing::Span::current(), "otel.status_code", "ERROR");
     if rec.backoff.is_none() {
         tracing::warn!(kind = rejection.kind, reason = %rejection.reason, "record rejected; dead-lettering it");
     }
