@@ -14,7 +14,8 @@
 //!    of the run, then through fresh services on the broker that run left behind (2,000 orders);
 //!    then all of that again with the producers lingering 10 ms instead of the shipped 5 ms.
 //! 4. CPU per 1,000 orders: order + payment + notification (the peer: its three processes,
-//!    start-up included), and each service's resident memory, idle and peak.
+//!    start-up included), saturated and at the steady rate, and each service's resident memory,
+//!    idle and peak.
 //! 5. One payment replica with a 5 ms gateway, then 1 → 2 → 3 → 6 replicas, draining a backlog.
 //!
 //! Without `../shared` (a user's clone), the peer's columns are skipped with a line saying so.
@@ -91,6 +92,8 @@ struct Steady {
     p99_ms_by_fifth: Vec<f64>,
     /// Created → notified through fresh services, on the broker the run left behind.
     fresh_services_aged_broker: loadgen::Latency,
+    /// Order + payment + notification during the run (start-up left out).
+    cpu_ms_per_1000: f64,
 }
 
 #[derive(Serialize)]
@@ -204,9 +207,9 @@ fn run_peer(script: &PathBuf, bootstrap: &str, n: usize, rate: Option<f64>) -> P
     run
 }
 
-fn cpu_of(services: &[&Service]) -> f64 {
+fn cpu_of<'a>(services: impl IntoIterator<Item = &'a Service>) -> f64 {
     services
-        .iter()
+        .into_iter()
         .map(|s| cpu_seconds(s.pid()).unwrap_or(0.0))
         .sum()
 }
@@ -219,7 +222,7 @@ async fn straight_project(broker: &Broker) -> (f64, f64) {
     let notification = Service::start(test, "notification", broker, GATEWAY_0);
     payment.wait_ready().await;
     notification.wait_ready().await;
-    let cpu_before = cpu_of(&[&payment, &notification]);
+    let cpu_before = cpu_of([&payment, &notification]);
     let writer = Writer::new(&broker.bootstrap);
     let started = chrono::Utc::now();
     futures::stream::iter(0..ORDERS)
@@ -231,7 +234,7 @@ async fn straight_project(broker: &Broker) -> (f64, f64) {
         (notification.metric("notifications_sent_total").await >= ORDERS as f64).then_some(())
     })
     .await;
-    let cpu = cpu_of(&[&payment, &notification]) - cpu_before;
+    let cpu = cpu_of([&payment, &notification]) - cpu_before;
     let last = read_all(&broker.bootstrap, topics::NOTIFICATIONS)
         .await
         .iter()
@@ -301,9 +304,11 @@ async fn created_to_notified(
 async fn steady_run(test: &str, broker: &Broker, env: &[(&str, &str)]) -> Steady {
     let mut services = flow_services(test, broker, env).await;
     let started = chrono::Utc::now();
+    let cpu_before = cpu_of(&services);
     let report = loadgen::run(load(&services[0], broker, STEADY_ORDERS, STEADY_RATE).await)
         .await
         .expect("steady run");
+    let cpu_ms_per_1000 = (cpu_of(&services) - cpu_before) * 1000.0 / STEADY_ORDERS as f64 * 1000.0;
     let samples = created_to_notified(broker, started).await;
     let fifth = samples.len().div_ceil(5).max(1);
     let p99_ms_by_fifth = samples
@@ -327,6 +332,7 @@ async fn steady_run(test: &str, broker: &Broker, env: &[(&str, &str)]) -> Steady
         fresh_services_aged_broker: loadgen::Latency::from_samples(
             created_to_notified(broker, restarted).await,
         ),
+        cpu_ms_per_1000,
     }
 }
 
@@ -491,6 +497,18 @@ fn print_tables(r: &Results) {
     println!(
         "| CPU ms per 1,000 orders, straight run (payment + notification) | – | {:.0} | – | |",
         r.straight_project_cpu_ms_per_1000
+    );
+    // At a steady rate, batches are small and every record wakes threads of its own: both sides
+    // pay far more per order than when saturated.
+    let peer_steady_cpu = r
+        .steady_peer
+        .as_ref()
+        .map(|p| p.cpu_s * 1000.0 / STEADY_ORDERS as f64 * 1000.0);
+    println!(
+        "| CPU ms per 1,000 orders at a steady {STEADY_RATE:.0}/s (project: through the API) | {} | {:.0} | {} | |",
+        cell(peer_steady_cpu, ""),
+        r.steady_project.cpu_ms_per_1000,
+        ratio(r.steady_project.cpu_ms_per_1000, peer_steady_cpu)
     );
     if let Some(one) = r.payment_scaling.first() {
         println!(
