@@ -207,6 +207,11 @@ fn run_peer(script: &PathBuf, bootstrap: &str, n: usize, rate: Option<f64>) -> P
     run
 }
 
+/// CPU seconds spent on `orders` orders, as milliseconds per 1,000 orders.
+fn ms_per_1000(cpu_s: f64, orders: usize) -> f64 {
+    cpu_s * 1000.0 / orders as f64 * 1000.0
+}
+
 fn cpu_of<'a>(services: impl IntoIterator<Item = &'a Service>) -> f64 {
     services
         .into_iter()
@@ -243,7 +248,7 @@ async fn straight_project(broker: &Broker) -> (f64, f64) {
         .max()
         .expect("notifications");
     let secs = (last - started).to_std().unwrap_or_default().as_secs_f64();
-    (ORDERS as f64 / secs, cpu * 1000.0 / ORDERS as f64 * 1000.0)
+    (ORDERS as f64 / secs, ms_per_1000(cpu, ORDERS))
 }
 
 /// Order, payment and notification, ready, on `broker`.
@@ -308,7 +313,7 @@ async fn steady_run(test: &str, broker: &Broker, env: &[(&str, &str)]) -> Steady
     let report = loadgen::run(load(&services[0], broker, STEADY_ORDERS, STEADY_RATE).await)
         .await
         .expect("steady run");
-    let cpu_ms_per_1000 = (cpu_of(&services) - cpu_before) * 1000.0 / STEADY_ORDERS as f64 * 1000.0;
+    let cpu_ms_per_1000 = ms_per_1000(cpu_of(&services) - cpu_before, STEADY_ORDERS as usize);
     let samples = created_to_notified(broker, started).await;
     let fifth = samples.len().div_ceil(5).max(1);
     let p99_ms_by_fifth = samples
@@ -353,7 +358,7 @@ async fn api_project(broker: &Broker) -> (loadgen::Report, Vec<Resources>) {
         .expect("saturating run");
     sampler.abort();
     let peaks = peaks.lock().expect("peaks lock").clone();
-    let orders = report.completed.max(1) as f64;
+    let orders = report.completed.max(1) as usize;
     let resources = services
         .iter()
         .enumerate()
@@ -361,9 +366,10 @@ async fn api_project(broker: &Broker) -> (loadgen::Report, Vec<Resources>) {
             service: s.name.clone(),
             idle_rss_mib: idle[i] as f64 / 1024.0,
             peak_rss_mib: peaks.get(&s.pid()).copied().unwrap_or(0) as f64 / 1024.0,
-            cpu_ms_per_1000_orders: (cpu_seconds(s.pid()).unwrap_or(0.0) - cpu_before[i]) * 1000.0
-                / orders
-                * 1000.0,
+            cpu_ms_per_1000_orders: ms_per_1000(
+                cpu_seconds(s.pid()).unwrap_or(0.0) - cpu_before[i],
+                orders,
+            ),
         })
         .collect();
     (report, resources)
@@ -451,7 +457,7 @@ fn print_tables(r: &Results) {
     let peer_cpu = r
         .straight_peer
         .as_ref()
-        .map(|p| p.cpu_s * 1000.0 / ORDERS as f64 * 1000.0);
+        .map(|p| ms_per_1000(p.cpu_s, ORDERS));
     let project_cpu: f64 = r.resources.iter().map(|s| s.cpu_ms_per_1000_orders).sum();
     println!("Side by side (order → payment → notification, gateway 0 ms)");
     println!("| measure | seed-style peer | this project | project ÷ peer | target |");
@@ -503,7 +509,7 @@ fn print_tables(r: &Results) {
     let peer_steady_cpu = r
         .steady_peer
         .as_ref()
-        .map(|p| p.cpu_s * 1000.0 / STEADY_ORDERS as f64 * 1000.0);
+        .map(|p| ms_per_1000(p.cpu_s, STEADY_ORDERS as usize));
     println!(
         "| CPU ms per 1,000 orders at a steady {STEADY_RATE:.0}/s (project: through the API) | {} | {:.0} | {} | |",
         cell(peer_steady_cpu, ""),

@@ -325,7 +325,7 @@ fn server_span(req: &Request) -> tracing::Span {
         .map_or(req.uri().path(), axum::extract::MatchedPath::as_str);
     let span = tracing::info_span!(
         "http_request",
-        otel.name = format!("{} {route}", req.method()),
+        otel.name = %format_args!("{} {route}", req.method()),
         otel.kind = "server",
         otel.status_code = tracing::field::Empty,
         http.request.method = %req.method(),

@@ -17,7 +17,8 @@ const DURATION_BUCKETS: &[f64] = &[
 ];
 
 /// The service's registry and the shared Kafka metrics. Cloning is one reference count: the
-/// publisher, the consume loop and state stores each hold a clone, some of them per record.
+/// publisher and the consume loop hold clones, and the publisher takes one more for every
+/// changelog write it enqueues.
 #[derive(Clone)]
 pub struct Metrics(Arc<Families>);
 

@@ -60,14 +60,25 @@ impl Drop for TelemetryGuard {
 /// Whether this process exports spans; set by [`init`] and [`init_tool`].
 static EXPORTING: AtomicBool = AtomicBool::new(false);
 
+/// Whether spans are exported: whether anything reads a field recorded on a span after it was
+/// created (see [`record`]).
+pub fn exporting() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
+}
+
 /// Records a field on a span for the trace exporter, and does nothing when spans are not exported.
 ///
 /// Log lines carry no span fields ([`NoSpanFields`]), so the exporter is the only reader of a
 /// field recorded after the span was created (an outcome, an offset, a status). Without one, the
 /// log layer would still look the span up twice and lock it for every call, which perf put at
-/// about 2 % of each consumer's CPU. Fields given when the span is created are not affected.
+/// 1.6–2.5 % of each service's CPU. Fields given when the span is created are not affected.
+///
+/// Two consequences: a `RUST_LOG` directive that matches a recorded field's value (say
+/// `[http_request{http.response.status_code=500}]=debug`) matches only while exporting, and a
+/// program that installs its own exporting subscriber instead of [`init`] gets no recorded
+/// fields.
 pub fn record<V: tracing::Value>(span: &tracing::Span, field: &str, value: V) {
-    if EXPORTING.load(Ordering::Relaxed) {
+    if exporting() {
         span.record(field, value);
     }
 }

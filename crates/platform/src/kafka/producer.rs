@@ -123,17 +123,21 @@ impl Publisher {
             let result = self
                 .send(topic, key.map(str::as_bytes), Some(payload), headers)
                 .await;
-            let current = tracing::Span::current();
-            match &result {
-                Ok(p) => {
-                    telemetry::record(
-                        &current,
-                        "messaging.destination.partition.id",
-                        tracing::field::display(p.partition),
-                    );
-                    telemetry::record(&current, "messaging.kafka.offset", p.offset);
+            // For the exporter only (`telemetry::record`); the span lookup is skipped too.
+            if telemetry::exporting() {
+                let current = tracing::Span::current();
+                match &result {
+                    Ok(p) => {
+                        current.record(
+                            "messaging.destination.partition.id",
+                            tracing::field::display(p.partition),
+                        );
+                        current.record("messaging.kafka.offset", p.offset);
+                    }
+                    Err(_) => {
+                        current.record("otel.status_code", "ERROR");
+                    }
                 }
-                Err(_) => telemetry::record(&current, "otel.status_code", "ERROR"),
             }
             result
         }

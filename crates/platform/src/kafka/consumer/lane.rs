@@ -226,7 +226,7 @@ impl<H: Handler> Lane<H> {
             outcome = tracing::field::Empty,
         );
         // A record without trace headers starts a trace of its own.
-        crate::telemetry::set_parent(&span, propagation::extract(record.headers()));
+        telemetry::set_parent(&span, propagation::extract(record.headers()));
         let (input, step) = match shared.handler.decode(&meta, record.payload()) {
             Ok(input) => (Some(input), Step::Handle),
             Err(rejection) => (None, Step::DeadLetter(rejection)),
