@@ -201,9 +201,10 @@ where
                 meta.is_span() || *meta.level() <= Level::INFO
             }))
     });
-    let ids_only = export.endpoint.is_none().then(|| {
-        span_ids::SpanIdsLayer::default().with_filter(filter::filter_fn(|meta| meta.is_span()))
-    });
+    let ids_only = export
+        .endpoint
+        .is_none()
+        .then(|| span_ids::SpanIdsLayer.with_filter(filter::filter_fn(|meta| meta.is_span())));
     tracing_subscriber::registry()
         .with(exporting)
         .with(ids_only)

@@ -24,7 +24,7 @@ use tracing::Subscriber;
 use tracing::span::{Attributes, Id};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::layer::Context;
-use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::registry::{LookupSpan, SpanRef};
 use tracing_subscriber::{Layer, Registry};
 
 /// A span's ids, in the span's extensions.
@@ -32,10 +32,8 @@ use tracing_subscriber::{Layer, Registry};
 struct SpanIds(SpanContext);
 
 /// Gives every new span its ids: the trace of its parent span, or a new trace for a root.
-#[derive(Debug, Default)]
-pub(super) struct SpanIdsLayer {
-    ids: RandomIdGenerator,
-}
+#[derive(Debug)]
+pub(super) struct SpanIdsLayer;
 
 impl<S> Layer<S> for SpanIdsLayer
 where
@@ -51,15 +49,16 @@ where
         };
         let inherited =
             parent.and_then(|p| p.extensions().get::<SpanIds>().map(|ids| ids.0.clone()));
+        let span_id = RandomIdGenerator::default().new_span_id();
         let ids = match inherited {
             Some(parent) => SpanContext::new(
                 parent.trace_id(),
-                self.ids.new_span_id(),
+                span_id,
                 parent.trace_flags(),
                 false,
                 parent.trace_state().clone(),
             ),
-            None => root(&self.ids, self.ids.new_span_id()),
+            None => root(span_id),
         };
         if let Some(span) = ctx.span(id) {
             span.extensions_mut().insert(SpanIds(ids));
@@ -67,10 +66,11 @@ where
     }
 }
 
-/// The first span of a new trace.
-fn root(ids: &RandomIdGenerator, span_id: SpanId) -> SpanContext {
+/// The first span of a new trace. (The generator holds no state: it draws from a thread-local
+/// random number generator.)
+fn root(span_id: SpanId) -> SpanContext {
     SpanContext::new(
-        ids.new_trace_id(),
+        RandomIdGenerator::default().new_trace_id(),
         span_id,
         TraceFlags::SAMPLED,
         false,
@@ -78,32 +78,17 @@ fn root(ids: &RandomIdGenerator, span_id: SpanId) -> SpanContext {
     )
 }
 
-/// Runs `f` on the ids of `span`, if the ids layer gave it any.
-fn with_ids<R>(span: &tracing::Span, f: impl FnOnce(&mut SpanIds) -> R) -> Option<R> {
-    span.with_subscriber(|(id, dispatch)| {
-        let registry = dispatch.downcast_ref::<Registry>()?;
-        let span = registry.span(id)?;
-        let mut extensions = span.extensions_mut();
-        extensions.get_mut::<SpanIds>().map(f)
-    })
-    .flatten()
-}
-
-/// The ids of `span`, if the ids layer gave it any.
-fn ids(span: &tracing::Span) -> Option<SpanContext> {
-    span.with_subscriber(|(id, dispatch)| {
-        let registry = dispatch.downcast_ref::<Registry>()?;
-        let span = registry.span(id)?;
-        let extensions = span.extensions();
-        extensions.get::<SpanIds>().map(|ids| ids.0.clone())
-    })
-    .flatten()
+/// Runs `f` on `span` as the registry holds it, if the current subscriber is built on one.
+fn in_registry<R>(
+    span: &tracing::Span,
+    f: impl for<'a> FnOnce(SpanRef<'a, Registry>) -> Option<R>,
+) -> Option<R> {
+    span.with_subscriber(|(id, dispatch)| f(dispatch.downcast_ref::<Registry>()?.span(id)?))
+        .flatten()
 }
 
 /// The ids the layer gave `span` (a log line's `trace_id` and `span_id`).
-pub(super) fn ids_of<'a, S: LookupSpan<'a>>(
-    span: &tracing_subscriber::registry::SpanRef<'a, S>,
-) -> Option<(TraceId, SpanId)> {
+pub(super) fn ids_of<'a, S: LookupSpan<'a>>(span: &SpanRef<'a, S>) -> Option<(TraceId, SpanId)> {
     span.extensions()
         .get::<SpanIds>()
         .map(|ids| (ids.0.trace_id(), ids.0.span_id()))
@@ -113,7 +98,9 @@ pub(super) fn ids_of<'a, S: LookupSpan<'a>>(
 /// record's headers). A parent without a valid span makes `span` the root of a new trace.
 pub fn set_parent(span: &tracing::Span, parent: opentelemetry::Context) {
     let remote = parent.span().span_context().clone();
-    let found = with_ids(span, |ids| {
+    let found = in_registry(span, |span| {
+        let mut extensions = span.extensions_mut();
+        let ids = extensions.get_mut::<SpanIds>()?;
         ids.0 = if remote.is_valid() {
             SpanContext::new(
                 remote.trace_id(),
@@ -123,8 +110,9 @@ pub fn set_parent(span: &tracing::Span, parent: opentelemetry::Context) {
                 remote.trace_state().clone(),
             )
         } else {
-            root(&RandomIdGenerator::default(), ids.0.span_id())
+            root(ids.0.span_id())
         };
+        Some(())
     });
     if found.is_none() {
         // The exporting layer, or none (then this does nothing).
@@ -134,7 +122,11 @@ pub fn set_parent(span: &tracing::Span, parent: opentelemetry::Context) {
 
 /// The trace context of `span`, to inject into outgoing headers.
 pub fn context(span: &tracing::Span) -> opentelemetry::Context {
-    match ids(span) {
+    // The read lock: a context is read for every record published.
+    let ids = in_registry(span, |span| {
+        span.extensions().get::<SpanIds>().map(|ids| ids.0.clone())
+    });
+    match ids {
         Some(ids) => opentelemetry::Context::new().with_remote_span_context(ids),
         None => OpenTelemetrySpanExt::context(span),
     }
@@ -156,7 +148,7 @@ mod tests {
 
     #[test]
     fn children_continue_the_trace_and_a_remote_parent_is_adopted() {
-        let subscriber = tracing_subscriber::registry().with(SpanIdsLayer::default());
+        let subscriber = tracing_subscriber::registry().with(SpanIdsLayer);
         tracing::subscriber::with_default(subscriber, || {
             let root = tracing::info_span!("root");
             let root_tp = traceparent(&root);
