@@ -163,7 +163,8 @@ install_postgres() {
 }
 
 # The installed version of a Debian package, or nothing.
-deb_installed() { dpkg-query -W -f='${db:Status-Abbrev}|${Version}' "$1" 2>/dev/null | sed -n 's/^ii *|//p'; }
+# dpkg-query fails for a package it has never heard of, which under pipefail would end the script.
+deb_installed() { { dpkg-query -W -f='${db:Status-Abbrev}|${Version}' "$1" 2>/dev/null || true; } | sed -n 's/^ii *|//p'; }
 
 install_chromium() {
   local have; have="$(deb_installed chromium-driver)"
