@@ -4,10 +4,14 @@
 //! here passes or fails on a number.
 //!
 //! Both sides run order → payment → notification (inventory, which the peer does not have, is
-//! left out), gateway 0 ms, INFO logs as shipped, and the short-wait fetch profile
-//! (`KAFKA_FETCH_WAIT_MAX_MS=10`, the test harness's default).
+//! left out), gateway 0 ms, INFO logs as shipped. The project runs with the short-wait fetch
+//! profile (`KAFKA_FETCH_WAIT_MAX_MS=10`, the test harness's default) unless a run says
+//! otherwise; the peer's kafka-python keeps its default 500 ms wait.
 //!
-//! 1. Throughput, orders written straight to `orders` (20,000 orders, as fast as possible).
+//! 1. Throughput, orders written straight to `orders` (20,000 orders, as fast as possible); then
+//!    again with the shipped 500 ms fetch wait instead of the short-wait profile (the peer's
+//!    client waits 500 ms too): saturated, a fetch finds records waiting either way, but the
+//!    short wait has every idle moment cost a fetch, on both the consumers' and the broker's CPU.
 //! 2. Throughput through `POST /orders` (the load generator, 20,000 orders, rate 0); the peer has
 //!    no API, so its straight figure is the reference.
 //! 3. Latency created → notified at a steady 1,000 orders/s (10,000 orders), also over each fifth
@@ -15,7 +19,8 @@
 //!    then all of that again with the producers lingering 10 ms instead of the shipped 5 ms.
 //! 4. CPU per 1,000 orders: order + payment + notification (the peer: its three processes,
 //!    start-up included), saturated and at the steady rate, and each service's resident memory,
-//!    idle and peak.
+//!    idle and peak. The broker's own CPU per 1,000 orders beside it, for both sides: what each
+//!    side's clients cost the broker they share the machine with.
 //! 5. One payment replica with a 5 ms gateway, then 1 → 2 → 3 → 6 replicas, draining a backlog.
 //!
 //! Without `../shared` (a user's clone), the peer's columns are skipped with a line saying so.
@@ -45,6 +50,12 @@ const LINGER_10: &[(&str, &str)] = &[
     ("KAFKA_LINGER_MS", "10"),
 ];
 const GATEWAY_5: &[(&str, &str)] = &[("PAYMENT_GATEWAY_LATENCY_MS", "5")];
+/// The straight run again with the shipped fetch wait (`KafkaConfig`'s default, librdkafka's and
+/// the peer's client's too) instead of the harness's short-wait profile.
+const FETCH_WAIT_500: &[(&str, &str)] = &[
+    ("PAYMENT_GATEWAY_LATENCY_MS", "0"),
+    ("KAFKA_FETCH_WAIT_MAX_MS", "500"),
+];
 
 #[derive(Serialize)]
 struct Machine {
@@ -65,6 +76,8 @@ struct PeerRun {
     p99_ms: Option<f64>,
     max_ms: Option<f64>,
     cpu_s: f64,
+    /// The broker's CPU time over the peer's whole run, its start-up included.
+    broker_cpu_s: f64,
 }
 
 #[derive(Serialize)]
@@ -94,6 +107,18 @@ struct Steady {
     fresh_services_aged_broker: loadgen::Latency,
     /// Order + payment + notification during the run (start-up left out).
     cpu_ms_per_1000: f64,
+    /// The broker during the run.
+    broker_cpu_ms_per_1000: f64,
+}
+
+/// Orders written straight to `orders`.
+#[derive(Serialize)]
+struct Straight {
+    throughput: f64,
+    /// Payment + notification, from the first write to the last notification.
+    cpu_ms_per_1000: f64,
+    /// The broker over the same time.
+    broker_cpu_ms_per_1000: f64,
 }
 
 #[derive(Serialize)]
@@ -101,8 +126,8 @@ struct Results {
     machine: Machine,
     peer_available: bool,
     straight_peer: Option<PeerRun>,
-    straight_project: f64,
-    straight_project_cpu_ms_per_1000: f64,
+    straight_project: Straight,
+    straight_project_fetch_wait_500: Straight,
     api_project: loadgen::Report,
     steady_peer: Option<PeerRun>,
     steady_project: Steady,
@@ -145,8 +170,9 @@ fn peer_script() -> Option<PathBuf> {
     path.is_file().then_some(path)
 }
 
-/// Runs the peer (`N [RATE]`) under a wrapper that adds up the CPU time of its processes.
-fn run_peer(script: &PathBuf, bootstrap: &str, n: usize, rate: Option<f64>) -> PeerRun {
+/// Runs the peer (`N [RATE]`) against `broker` under a wrapper that adds up the CPU time of its
+/// processes.
+fn run_peer(script: &PathBuf, broker: &Broker, n: usize, rate: Option<f64>) -> PeerRun {
     let python = system_tests::install_tools("peer")
         .parent()
         .expect(".tools")
@@ -161,19 +187,24 @@ fn run_peer(script: &PathBuf, bootstrap: &str, n: usize, rate: Option<f64>) -> P
     cmd.args(["-c", WRAPPER])
         .arg(&python)
         .arg(script)
-        .arg(bootstrap)
+        .arg(&broker.bootstrap)
         .arg(n.to_string());
     if let Some(rate) = rate {
         cmd.arg(rate.to_string());
     }
+    let broker_before = cpu_seconds(broker.pid()).unwrap_or(0.0);
     let out = cmd.output().expect("run the peer");
+    let broker_cpu_s = cpu_seconds(broker.pid()).unwrap_or(0.0) - broker_before;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "the peer failed: {stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let mut run = PeerRun::default();
+    let mut run = PeerRun {
+        broker_cpu_s,
+        ..PeerRun::default()
+    };
     for line in stdout.lines() {
         if let Some(cpu) = line.strip_prefix("cpu_s ") {
             run.cpu_s = cpu.parse().unwrap_or(0.0);
@@ -221,13 +252,13 @@ fn cpu_of<'a>(services: impl IntoIterator<Item = &'a Service>) -> f64 {
 
 /// Orders written straight to `orders`, payment and notification draining them: orders/s from
 /// the first write to the last notification's timestamp, and CPU ms per 1,000 orders.
-async fn straight_project(broker: &Broker) -> (f64, f64) {
-    let test = "bench_straight";
-    let payment = Service::start(test, "payment", broker, GATEWAY_0);
-    let notification = Service::start(test, "notification", broker, GATEWAY_0);
+async fn run_straight(test: &str, broker: &Broker, env: &[(&str, &str)]) -> Straight {
+    let payment = Service::start(test, "payment", broker, env);
+    let notification = Service::start(test, "notification", broker, env);
     payment.wait_ready().await;
     notification.wait_ready().await;
     let cpu_before = cpu_of([&payment, &notification]);
+    let broker_before = cpu_seconds(broker.pid()).unwrap_or(0.0);
     let writer = Writer::new(&broker.bootstrap);
     let started = chrono::Utc::now();
     futures::stream::iter(0..ORDERS)
@@ -240,6 +271,7 @@ async fn straight_project(broker: &Broker) -> (f64, f64) {
     })
     .await;
     let cpu = cpu_of([&payment, &notification]) - cpu_before;
+    let broker_cpu = cpu_seconds(broker.pid()).unwrap_or(0.0) - broker_before;
     let last = read_all(&broker.bootstrap, topics::NOTIFICATIONS)
         .await
         .iter()
@@ -248,7 +280,11 @@ async fn straight_project(broker: &Broker) -> (f64, f64) {
         .max()
         .expect("notifications");
     let secs = (last - started).to_std().unwrap_or_default().as_secs_f64();
-    (ORDERS as f64 / secs, ms_per_1000(cpu, ORDERS))
+    Straight {
+        throughput: ORDERS as f64 / secs,
+        cpu_ms_per_1000: ms_per_1000(cpu, ORDERS),
+        broker_cpu_ms_per_1000: ms_per_1000(broker_cpu, ORDERS),
+    }
 }
 
 /// Order, payment and notification, ready, on `broker`.
@@ -310,10 +346,15 @@ async fn steady_run(test: &str, broker: &Broker, env: &[(&str, &str)]) -> Steady
     let mut services = flow_services(test, broker, env).await;
     let started = chrono::Utc::now();
     let cpu_before = cpu_of(&services);
+    let broker_before = cpu_seconds(broker.pid()).unwrap_or(0.0);
     let report = loadgen::run(load(&services[0], broker, STEADY_ORDERS, STEADY_RATE).await)
         .await
         .expect("steady run");
     let cpu_ms_per_1000 = ms_per_1000(cpu_of(&services) - cpu_before, STEADY_ORDERS as usize);
+    let broker_cpu_ms_per_1000 = ms_per_1000(
+        cpu_seconds(broker.pid()).unwrap_or(0.0) - broker_before,
+        STEADY_ORDERS as usize,
+    );
     let samples = created_to_notified(broker, started).await;
     let fifth = samples.len().div_ceil(5).max(1);
     let p99_ms_by_fifth = samples
@@ -338,6 +379,7 @@ async fn steady_run(test: &str, broker: &Broker, env: &[(&str, &str)]) -> Steady
             created_to_notified(broker, restarted).await,
         ),
         cpu_ms_per_1000,
+        broker_cpu_ms_per_1000,
     }
 }
 
@@ -465,8 +507,15 @@ fn print_tables(r: &Results) {
     println!(
         "| {ORDERS} orders written straight to `orders`, orders/s | {} | {:.0} | {} | ≥ 5× |",
         cell(peer_straight, ""),
-        r.straight_project,
-        ratio(r.straight_project, peer_straight)
+        r.straight_project.throughput,
+        ratio(r.straight_project.throughput, peer_straight)
+    );
+    let w500 = &r.straight_project_fetch_wait_500;
+    println!(
+        "| the same, the project's fetch wait at the shipped 500 ms (harness: 10 ms) | {} | {:.0} | {} | |",
+        cell(peer_straight, ""),
+        w500.throughput,
+        ratio(w500.throughput, peer_straight)
     );
     println!(
         "| {ORDERS} orders through `POST /orders`, orders/s (peer: straight) | {} | {:.0} | {} | ≥ 3× |",
@@ -501,8 +550,8 @@ fn print_tables(r: &Results) {
         ratio(project_cpu, peer_cpu)
     );
     println!(
-        "| CPU ms per 1,000 orders, straight run (payment + notification) | – | {:.0} | – | |",
-        r.straight_project_cpu_ms_per_1000
+        "| CPU ms per 1,000 orders, straight run (payment + notification); fetch wait 500 ms | – | {:.0}; {:.0} | – | |",
+        r.straight_project.cpu_ms_per_1000, w500.cpu_ms_per_1000
     );
     // At a steady rate, batches are small and every record wakes threads of its own: both sides
     // pay far more per order than when saturated.
@@ -515,6 +564,30 @@ fn print_tables(r: &Results) {
         cell(peer_steady_cpu, ""),
         r.steady_project.cpu_ms_per_1000,
         ratio(r.steady_project.cpu_ms_per_1000, peer_steady_cpu)
+    );
+    // The broker shares the machine: what each side's clients cost it (the peer's figure covers
+    // its whole run, start-up included; the project's only the run).
+    let peer_broker = r
+        .straight_peer
+        .as_ref()
+        .map(|p| ms_per_1000(p.broker_cpu_s, ORDERS));
+    println!(
+        "| the broker's CPU ms per 1,000 orders, straight run; fetch wait 500 ms | {} | {:.0}; {:.0} | {}; {} | |",
+        cell(peer_broker, ""),
+        r.straight_project.broker_cpu_ms_per_1000,
+        w500.broker_cpu_ms_per_1000,
+        ratio(r.straight_project.broker_cpu_ms_per_1000, peer_broker),
+        ratio(w500.broker_cpu_ms_per_1000, peer_broker)
+    );
+    let peer_steady_broker = r
+        .steady_peer
+        .as_ref()
+        .map(|p| ms_per_1000(p.broker_cpu_s, STEADY_ORDERS as usize));
+    println!(
+        "| the broker's CPU ms per 1,000 orders at a steady {STEADY_RATE:.0}/s | {} | {:.0} | {} | |",
+        cell(peer_steady_broker, ""),
+        r.steady_project.broker_cpu_ms_per_1000,
+        ratio(r.steady_project.broker_cpu_ms_per_1000, peer_steady_broker)
     );
     if let Some(one) = r.payment_scaling.first() {
         println!(
@@ -558,16 +631,22 @@ async fn main() {
     // A fresh broker for every run, so that neither side works against the other's records.
     let straight_peer = peer.as_ref().map(|script| {
         eprintln!("peer: {ORDERS} orders as fast as possible …");
-        run_peer(script, &Broker::start(&[]).bootstrap, ORDERS, None)
+        run_peer(script, &Broker::start(&[]), ORDERS, None)
     });
     eprintln!("project: {ORDERS} orders written straight to `orders` …");
-    let (straight_project, straight_project_cpu_ms_per_1000) =
-        straight_project(&Broker::start_system()).await;
+    let straight_project = run_straight("bench_straight", &Broker::start_system(), GATEWAY_0).await;
+    eprintln!("project: the same with the shipped 500 ms fetch wait …");
+    let straight_project_fetch_wait_500 = run_straight(
+        "bench_straight_fetch_wait_500",
+        &Broker::start_system(),
+        FETCH_WAIT_500,
+    )
+    .await;
     let steady_peer = peer.as_ref().map(|script| {
         eprintln!("peer: {STEADY_ORDERS} orders at {STEADY_RATE}/s …");
         run_peer(
             script,
-            &Broker::start(&[]).bootstrap,
+            &Broker::start(&[]),
             STEADY_ORDERS as usize,
             Some(STEADY_RATE),
         )
@@ -599,7 +678,7 @@ async fn main() {
         peer_available: peer.is_some(),
         straight_peer,
         straight_project,
-        straight_project_cpu_ms_per_1000,
+        straight_project_fetch_wait_500,
         api_project,
         steady_peer,
         steady_project,

@@ -48,6 +48,11 @@ impl Broker {
         broker
     }
 
+    /// The broker process's id, for its CPU time and memory.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn start_empty() -> Self {
         Self::start_on(free_port())
     }
