@@ -550,7 +550,7 @@ fn print_tables(r: &Results) {
         ratio(project_cpu, peer_cpu)
     );
     println!(
-        "| CPU ms per 1,000 orders, straight run (payment + notification); fetch wait 500 ms | – | {:.0}; {:.0} | – | |",
+        "| CPU ms per 1,000 orders, straight run (payment + notification), fetch wait 10 ms; 500 ms | – | {:.0}; {:.0} | – | |",
         r.straight_project.cpu_ms_per_1000, w500.cpu_ms_per_1000
     );
     // At a steady rate, batches are small and every record wakes threads of its own: both sides
@@ -572,7 +572,7 @@ fn print_tables(r: &Results) {
         .as_ref()
         .map(|p| ms_per_1000(p.broker_cpu_s, ORDERS));
     println!(
-        "| the broker's CPU ms per 1,000 orders, straight run; fetch wait 500 ms | {} | {:.0}; {:.0} | {}; {} | |",
+        "| the broker's CPU ms per 1,000 orders, straight run, fetch wait 10 ms; 500 ms (peer: its whole run, start-up included) | {} | {:.0}; {:.0} | {}; {} | |",
         cell(peer_broker, ""),
         r.straight_project.broker_cpu_ms_per_1000,
         w500.broker_cpu_ms_per_1000,
@@ -584,7 +584,7 @@ fn print_tables(r: &Results) {
         .as_ref()
         .map(|p| ms_per_1000(p.broker_cpu_s, STEADY_ORDERS as usize));
     println!(
-        "| the broker's CPU ms per 1,000 orders at a steady {STEADY_RATE:.0}/s | {} | {:.0} | {} | |",
+        "| the broker's CPU ms per 1,000 orders at a steady {STEADY_RATE:.0}/s (peer: its whole run, start-up included; project: the load generator's reader included) | {} | {:.0} | {} | |",
         cell(peer_steady_broker, ""),
         r.steady_project.broker_cpu_ms_per_1000,
         ratio(r.steady_project.broker_cpu_ms_per_1000, peer_steady_broker)
