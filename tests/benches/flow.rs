@@ -250,8 +250,9 @@ fn cpu_of<'a>(services: impl IntoIterator<Item = &'a Service>) -> f64 {
         .sum()
 }
 
-/// Orders written straight to `orders`, payment and notification draining them: orders/s from
-/// the first write to the last notification's timestamp, and CPU ms per 1,000 orders.
+/// Orders written straight to `orders`, payment and notification (started with `env`) draining
+/// them: orders/s from the first write to the last notification's timestamp, and the CPU ms per
+/// 1,000 orders of the two services and of the broker.
 async fn run_straight(test: &str, broker: &Broker, env: &[(&str, &str)]) -> Straight {
     let payment = Service::start(test, "payment", broker, env);
     let notification = Service::start(test, "notification", broker, env);
