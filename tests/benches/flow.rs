@@ -43,8 +43,8 @@ const AGED_ORDERS: u64 = 2_000;
 const GATEWAY_0: &[(&str, &str)] = &[("PAYMENT_GATEWAY_LATENCY_MS", "0")];
 /// The steady run is repeated with the producers batching for 10 ms instead of the shipped 5 ms.
 /// The local broker's cost is per request (librdkafka sends one per partition and batch) and per
-/// stored batch, so at 1,000 orders/s fewer, fuller batches weigh on it less (README, "What the
-/// broker spends, and the producers' linger").
+/// stored batch, so at 1,000 orders/s fewer, fuller batches weigh on it less
+/// (`docs/benchmarks.md`, "What the broker spends, and the producers' linger").
 const LINGER_10: &[(&str, &str)] = &[
     ("PAYMENT_GATEWAY_LATENCY_MS", "0"),
     ("KAFKA_LINGER_MS", "10"),

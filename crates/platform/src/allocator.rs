@@ -12,7 +12,7 @@
 //!
 //! Not changed: the purge delay (1 s). mimalloc 2's 10 ms took the drain's peak only a few MiB
 //! lower. (It was first blamed for a stall in the sensor bench's first seconds, which turned out
-//! to be librdkafka's fixed 500 ms start-up waits: README, "The sensor path".)
+//! to be librdkafka's fixed 500 ms start-up waits: `docs/benchmarks.md`, "The sensor path".)
 //!
 //! mimalloc reads its options once, at process start (its constructor), from the environment; a
 //! constructor that runs before it changes only the default, so `MIMALLOC_ARENA_EAGER_COMMIT`

@@ -35,7 +35,7 @@ const MAX_IN_FLIGHT: usize = 4096;
 /// with 5 ms and 205 with 20 ms. The simulated readings wait for no one (a `POST /readings`
 /// answers up to 20 ms later), and the dashboard redraws four times a second. On the local
 /// broker, whose cost is per request and per stored batch, this took the sensor bench's reading →
-/// client event p99 from 169–178 ms to about 62 ms (README, "The sensor path").
+/// client event p99 from 169–178 ms to about 62 ms (`docs/benchmarks.md`, "The sensor path").
 pub const DEFAULT_LINGER: Duration = Duration::from_millis(20);
 
 #[derive(Debug, Clone, PartialEq)]

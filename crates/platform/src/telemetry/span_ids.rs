@@ -4,7 +4,7 @@
 //!
 //! With an exporter, `tracing-opentelemetry` builds a full OpenTelemetry span for every tracing
 //! span: attributes, timings and a lock per span, work that only an exporter needs; what that
-//! cost the order flow is measured in the README (Benchmarks, "The services' CPU per order, and
+//! cost the order flow is measured in `docs/benchmarks.md` ("The services' CPU per order, and
 //! spans").
 //!
 //! [`set_parent`] and [`context`] work with either layer (on a subscriber built on
