@@ -192,9 +192,9 @@ fn run_peer(script: &PathBuf, broker: &Broker, n: usize, rate: Option<f64>) -> P
     if let Some(rate) = rate {
         cmd.arg(rate.to_string());
     }
-    let broker_before = cpu_seconds(broker.pid()).unwrap_or(0.0);
+    let broker_before = process_cpu(broker.pid());
     let out = cmd.output().expect("run the peer");
-    let broker_cpu_s = cpu_seconds(broker.pid()).unwrap_or(0.0) - broker_before;
+    let broker_cpu_s = process_cpu(broker.pid()) - broker_before;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
@@ -243,11 +243,13 @@ fn ms_per_1000(cpu_s: f64, orders: usize) -> f64 {
     cpu_s * 1000.0 / orders as f64 * 1000.0
 }
 
+/// User plus system CPU seconds of a process so far (0 once it has gone).
+fn process_cpu(pid: u32) -> f64 {
+    cpu_seconds(pid).unwrap_or(0.0)
+}
+
 fn cpu_of<'a>(services: impl IntoIterator<Item = &'a Service>) -> f64 {
-    services
-        .into_iter()
-        .map(|s| cpu_seconds(s.pid()).unwrap_or(0.0))
-        .sum()
+    services.into_iter().map(|s| process_cpu(s.pid())).sum()
 }
 
 /// Orders written straight to `orders`, payment and notification (started with `env`) draining
@@ -259,7 +261,7 @@ async fn run_straight(test: &str, broker: &Broker, env: &[(&str, &str)]) -> Stra
     payment.wait_ready().await;
     notification.wait_ready().await;
     let cpu_before = cpu_of([&payment, &notification]);
-    let broker_before = cpu_seconds(broker.pid()).unwrap_or(0.0);
+    let broker_before = process_cpu(broker.pid());
     let writer = Writer::new(&broker.bootstrap);
     let started = chrono::Utc::now();
     futures::stream::iter(0..ORDERS)
@@ -272,7 +274,7 @@ async fn run_straight(test: &str, broker: &Broker, env: &[(&str, &str)]) -> Stra
     })
     .await;
     let cpu = cpu_of([&payment, &notification]) - cpu_before;
-    let broker_cpu = cpu_seconds(broker.pid()).unwrap_or(0.0) - broker_before;
+    let broker_cpu = process_cpu(broker.pid()) - broker_before;
     let last = read_all(&broker.bootstrap, topics::NOTIFICATIONS)
         .await
         .iter()
@@ -347,13 +349,13 @@ async fn steady_run(test: &str, broker: &Broker, env: &[(&str, &str)]) -> Steady
     let mut services = flow_services(test, broker, env).await;
     let started = chrono::Utc::now();
     let cpu_before = cpu_of(&services);
-    let broker_before = cpu_seconds(broker.pid()).unwrap_or(0.0);
+    let broker_before = process_cpu(broker.pid());
     let report = loadgen::run(load(&services[0], broker, STEADY_ORDERS, STEADY_RATE).await)
         .await
         .expect("steady run");
     let cpu_ms_per_1000 = ms_per_1000(cpu_of(&services) - cpu_before, STEADY_ORDERS as usize);
     let broker_cpu_ms_per_1000 = ms_per_1000(
-        cpu_seconds(broker.pid()).unwrap_or(0.0) - broker_before,
+        process_cpu(broker.pid()) - broker_before,
         STEADY_ORDERS as usize,
     );
     let samples = created_to_notified(broker, started).await;
@@ -391,10 +393,7 @@ async fn api_project(broker: &Broker) -> (loadgen::Report, Vec<Resources>) {
         .iter()
         .map(|s| rss_kib(s.pid()).unwrap_or(0))
         .collect();
-    let cpu_before: Vec<f64> = services
-        .iter()
-        .map(|s| cpu_seconds(s.pid()).unwrap_or(0.0))
-        .collect();
+    let cpu_before: Vec<f64> = services.iter().map(|s| process_cpu(s.pid())).collect();
     let (peaks, sampler) = sample_peaks(services.iter().map(Service::pid).collect());
     let report = loadgen::run(load(&services[0], broker, ORDERS as u64, 0.0).await)
         .await
@@ -409,10 +408,7 @@ async fn api_project(broker: &Broker) -> (loadgen::Report, Vec<Resources>) {
             service: s.name.clone(),
             idle_rss_mib: idle[i] as f64 / 1024.0,
             peak_rss_mib: peaks.get(&s.pid()).copied().unwrap_or(0) as f64 / 1024.0,
-            cpu_ms_per_1000_orders: ms_per_1000(
-                cpu_seconds(s.pid()).unwrap_or(0.0) - cpu_before[i],
-                orders,
-            ),
+            cpu_ms_per_1000_orders: ms_per_1000(process_cpu(s.pid()) - cpu_before[i], orders),
         })
         .collect();
     (report, resources)
@@ -461,6 +457,15 @@ fn ratio(project: f64, peer: Option<f64>) -> String {
         .map_or("–".into(), |p| format!("{:.1}×", project / p))
 }
 
+/// A side-by-side row with one figure on each side, and their ratio.
+fn row(measure: &str, peer: Option<f64>, project: f64, target: &str) {
+    println!(
+        "| {measure} | {} | {project:.0} | {} | {target} |",
+        cell(peer, ""),
+        ratio(project, peer)
+    );
+}
+
 fn cell(v: Option<f64>, unit: &str) -> String {
     v.map_or("skipped".into(), |v| format!("{v:.0}{unit}"))
 }
@@ -505,24 +510,24 @@ fn print_tables(r: &Results) {
     println!("Side by side (order → payment → notification, gateway 0 ms)");
     println!("| measure | seed-style peer | this project | project ÷ peer | target |");
     println!("|---|---:|---:|---:|---|");
-    println!(
-        "| {ORDERS} orders written straight to `orders`, orders/s | {} | {:.0} | {} | ≥ 5× |",
-        cell(peer_straight, ""),
+    row(
+        &format!("{ORDERS} orders written straight to `orders`, orders/s"),
+        peer_straight,
         r.straight_project.throughput,
-        ratio(r.straight_project.throughput, peer_straight)
+        "≥ 5×",
     );
     let w500 = &r.straight_project_fetch_wait_500;
-    println!(
-        "| the same, the project's fetch wait at the shipped 500 ms (harness: 10 ms) | {} | {:.0} | {} | |",
-        cell(peer_straight, ""),
+    row(
+        "the same, the project's fetch wait at the shipped 500 ms (harness: 10 ms)",
+        peer_straight,
         w500.throughput,
-        ratio(w500.throughput, peer_straight)
+        "",
     );
-    println!(
-        "| {ORDERS} orders through `POST /orders`, orders/s (peer: straight) | {} | {:.0} | {} | ≥ 3× |",
-        cell(peer_straight, ""),
+    row(
+        &format!("{ORDERS} orders through `POST /orders`, orders/s (peer: straight)"),
+        peer_straight,
         r.api_project.throughput,
-        ratio(r.api_project.throughput, peer_straight)
+        "≥ 3×",
     );
     let s = &r.steady_project.created_to_notified;
     let ps = r.steady_peer.clone().unwrap_or_default();
@@ -544,11 +549,11 @@ fn print_tables(r: &Results) {
         s10.p99_ms,
         ratio(s10.p99_ms, peer_p99)
     );
-    println!(
-        "| CPU ms per 1,000 orders (project: through the API) | {} | {:.0} | {} | ≤ ⅓ |",
-        cell(peer_cpu, ""),
+    row(
+        "CPU ms per 1,000 orders (project: through the API)",
+        peer_cpu,
         project_cpu,
-        ratio(project_cpu, peer_cpu)
+        "≤ ⅓",
     );
     println!(
         "| CPU ms per 1,000 orders, straight run (payment + notification), fetch wait 10 ms; 500 ms | – | {:.0}; {:.0} | – | |",
@@ -560,11 +565,13 @@ fn print_tables(r: &Results) {
         .steady_peer
         .as_ref()
         .map(|p| ms_per_1000(p.cpu_s, STEADY_ORDERS as usize));
-    println!(
-        "| CPU ms per 1,000 orders at a steady {STEADY_RATE:.0}/s (project: through the API) | {} | {:.0} | {} | |",
-        cell(peer_steady_cpu, ""),
+    row(
+        &format!(
+            "CPU ms per 1,000 orders at a steady {STEADY_RATE:.0}/s (project: through the API)"
+        ),
+        peer_steady_cpu,
         r.steady_project.cpu_ms_per_1000,
-        ratio(r.steady_project.cpu_ms_per_1000, peer_steady_cpu)
+        "",
     );
     // The broker shares the machine: what each side's clients cost it (the peer's figure covers
     // its whole run, start-up included; the project's only the run).
@@ -584,11 +591,13 @@ fn print_tables(r: &Results) {
         .steady_peer
         .as_ref()
         .map(|p| ms_per_1000(p.broker_cpu_s, STEADY_ORDERS as usize));
-    println!(
-        "| the broker's CPU ms per 1,000 orders at a steady {STEADY_RATE:.0}/s (peer: its whole run, start-up included; project: the load generator's reader included) | {} | {:.0} | {} | |",
-        cell(peer_steady_broker, ""),
+    row(
+        &format!(
+            "the broker's CPU ms per 1,000 orders at a steady {STEADY_RATE:.0}/s (peer: its whole run, start-up included; project: the load generator's reader included)"
+        ),
+        peer_steady_broker,
         r.steady_project.broker_cpu_ms_per_1000,
-        ratio(r.steady_project.broker_cpu_ms_per_1000, peer_steady_broker)
+        "",
     );
     if let Some(one) = r.payment_scaling.first() {
         println!(
