@@ -29,6 +29,12 @@ pub struct Options {
     pub drain_timeout: Duration,
     /// Draw a progress bar (else a plain line every 5 s).
     pub progress_bar: bool,
+    /// The longest the `notifications` reader's fetch waits at the broker. Its wait counts in
+    /// every latency the report gives, so keep it short (10 ms) when those matter. A caller that
+    /// reads latency elsewhere (the flow benchmark takes it from the notification events' own
+    /// timestamps) can wait longer, so that the observer's idle fetches do not load the broker
+    /// under test: on the local broker every fetch costs a scan of each partition's log.
+    pub fetch_wait: Duration,
 }
 
 /// Latency percentiles in milliseconds.
@@ -217,7 +223,7 @@ fn with_retries<T>(
 /// A consumer of `notifications` positioned at the current end of every partition, so only
 /// notifications of this run's orders (and later ones) are read. It logs in as the services do
 /// (`KAFKA_SECURITY_PROTOCOL`, `KAFKA_SASL_*`, `KAFKA_SSL_*`).
-fn notifications_consumer(bootstrap: &str) -> anyhow::Result<StreamConsumer> {
+fn notifications_consumer(bootstrap: &str, fetch_wait: Duration) -> anyhow::Result<StreamConsumer> {
     let security = platform::kafka::Security::from_env(&platform::config::Env::from_process())?;
     let mut config = ClientConfig::new();
     security.apply(&mut config);
@@ -226,8 +232,7 @@ fn notifications_consumer(bootstrap: &str) -> anyhow::Result<StreamConsumer> {
         // Only named, never joined: librdkafka assigns partitions only to a consumer with a group.
         .set("group.id", events::topology::reader_group("loadgen"))
         .set("enable.auto.commit", "false")
-        // An observer's own fetch wait would count in every latency it reports.
-        .set("fetch.wait.max.ms", "10")
+        .set("fetch.wait.max.ms", fetch_wait.as_millis().to_string())
         .create()?;
     let topic = events::topics::NOTIFICATIONS;
     let md = with_retries("metadata", || {
@@ -264,7 +269,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
     );
     anyhow::ensure!(opts.concurrency > 0, "concurrency must be positive");
     let shared = Arc::new(Shared::default());
-    let consumer = notifications_consumer(&opts.bootstrap_servers)?;
+    let consumer = notifications_consumer(&opts.bootstrap_servers, opts.fetch_wait)?;
     let receiver = {
         let shared = shared.clone();
         tokio::spawn(async move {

@@ -36,6 +36,10 @@ struct Args {
     /// Seconds to wait for the last notifications after sending stops.
     #[arg(long, env = "LOADGEN_DRAIN_TIMEOUT_S", default_value_t = 60.0)]
     drain_timeout_s: f64,
+    /// The longest the notifications reader's fetch waits at the broker, in milliseconds. It
+    /// counts in every latency reported, so keep it short unless only the counts matter.
+    #[arg(long, env = "LOADGEN_FETCH_WAIT_MS", default_value_t = 10)]
+    fetch_wait_ms: u64,
     /// Also write the report as JSON to this file.
     #[arg(long, env = "LOADGEN_JSON")]
     json: Option<std::path::PathBuf>,
@@ -54,6 +58,7 @@ async fn main() -> anyhow::Result<()> {
         concurrency: args.concurrency,
         drain_timeout: Duration::from_secs_f64(args.drain_timeout_s),
         progress_bar: std::io::stderr().is_terminal(),
+        fetch_wait: Duration::from_millis(args.fetch_wait_ms),
     })
     .await?;
     println!("{}", report.table());
