@@ -30,7 +30,7 @@ pub const SERVICE: &str = "sensor";
 const MAX_IN_FLIGHT: usize = 4096;
 
 /// How long the simulator's producer fills a batch, unless `KAFKA_LINGER_MS` says otherwise (the
-/// other services keep the platform's 5 ms). librdkafka sends one produce request per partition
+/// other services keep the platform's 10 ms). librdkafka sends one produce request per partition
 /// and batch: at 1,000 readings/s over six partitions, the simulator sent 525 requests a second
 /// with 5 ms and 205 with 20 ms. The simulated readings wait for no one (a `POST /readings`
 /// answers up to 20 ms later), and the dashboard redraws four times a second. On the local
