@@ -45,6 +45,9 @@ struct Results {
     clients_complete: usize,
     /// Reconnections after the dashboard dropped a client that fell behind, over the backlog run.
     client_reconnects: usize,
+    /// The same over the latency run, and the clients that missed readings there.
+    steady_client_reconnects: usize,
+    steady_clients_with_gaps: usize,
     steady_rate: u32,
     steady_seconds: u64,
     /// From starting the simulator to its first acknowledged reading (polled every 5 ms); the
@@ -67,13 +70,16 @@ struct ClientRun {
     reconnects: usize,
     /// A reconnection got a fresh snapshot instead of the frames it missed.
     gap: bool,
+    /// A reconnection failed, and why.
+    failed: Option<String>,
 }
 
 /// Reads `update` events until `stop` or until it has `enough` readings, counting readings and,
 /// when `timed`, timing each from its timestamp (which parses every reading, as a page does; the
 /// backlog run only counts them, so the clients are not what limits it). When the dashboard
 /// drops it for falling behind, it reconnects with `Last-Event-ID`, as a browser does, and gets
-/// the frames it missed, or a fresh snapshot (a gap) when they are no longer kept.
+/// the frames it missed, or a fresh snapshot (a gap) when they are no longer kept. A client
+/// that only counts (`timed` false) stops at a gap, since it can no longer see every reading.
 async fn client(
     addr: std::net::SocketAddr,
     enough: usize,
@@ -87,6 +93,7 @@ async fn client(
         latencies_ms: Vec::new(),
         reconnects: 0,
         gap: false,
+        failed: None,
     };
     loop {
         let event = tokio::select! {
@@ -95,7 +102,13 @@ async fn client(
         };
         let Some(event) = event else {
             run.reconnects += 1;
-            sse = SseClient::connect(addr, "/events", Some(&last_id)).await;
+            match SseClient::try_connect(addr, "/events", Some(&last_id)).await {
+                Ok(resumed) => sse = resumed,
+                Err(e) => {
+                    run.failed = Some(e);
+                    break;
+                }
+            }
             continue;
         };
         if !event.id.is_empty() {
@@ -103,6 +116,9 @@ async fn client(
         }
         if event.name == "snapshot" && run.reconnects > 0 {
             run.gap = true;
+            if !timed {
+                break;
+            }
         }
         if event.name != "update" {
             continue;
@@ -210,16 +226,27 @@ async fn main() {
     let alerting_rate = BACKLOG as f64 / (a.1 - a.0).as_secs_f64();
     let dashboard_rate = BACKLOG as f64 / (d.1 - d.0).as_secs_f64();
     // Every client receives every reading, unless a reconnection could not resume where it was
-    // dropped (a gap) or it is still behind a minute later.
+    // dropped (a gap) or failed, or it is still behind a minute after the drain; one still behind
+    // then is stopped and counted with what it has.
+    let give_up = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            stop.cancel();
+        })
+    };
     let (mut complete, mut reconnects) = (0, 0);
     for c in clients {
-        if let Ok(Ok(run)) = tokio::time::timeout(Duration::from_secs(60), c).await {
-            reconnects += run.reconnects;
-            if run.readings >= BACKLOG && !run.gap {
-                complete += 1;
-            }
+        let run = c.await.expect("client");
+        reconnects += run.reconnects;
+        if let Some(e) = &run.failed {
+            eprintln!("sensors: a client's reconnection failed: {e}");
+        }
+        if run.readings >= BACKLOG && !run.gap && run.failed.is_none() {
+            complete += 1;
         }
     }
+    give_up.abort();
     stop.cancel();
     sampler.abort();
     let drain_peaks: HashMap<&str, f64> = [("alerting", &alerting), ("dashboard", &dashboard)]
@@ -285,10 +312,12 @@ async fn main() {
     // p99 over each third of the run (by arrival), to show whether the latency grows with the
     // broker's log.
     let mut thirds: [Vec<f64>; 3] = Default::default();
+    let (mut steady_reconnects, mut steady_gaps) = (0, 0);
     for c in clients {
-        let run: Vec<f64> = c
-            .await
-            .expect("client")
+        let run = c.await.expect("client");
+        steady_reconnects += run.reconnects;
+        steady_gaps += usize::from(run.gap || run.failed.is_some());
+        let run: Vec<f64> = run
             .latencies_ms
             .into_iter()
             .filter(|(ts, _)| *ts >= producing_since)
@@ -329,6 +358,8 @@ async fn main() {
         clients: CLIENTS,
         clients_complete: complete,
         client_reconnects: reconnects,
+        steady_client_reconnects: steady_reconnects,
+        steady_clients_with_gaps: steady_gaps,
         steady_rate: STEADY_RATE,
         steady_seconds: STEADY_SECONDS,
         first_reading_acknowledged_after_ms: first_ack_ms,
@@ -366,6 +397,10 @@ async fn main() {
         results.latency_p99_ms_by_third[0],
         results.latency_p99_ms_by_third[1],
         results.latency_p99_ms_by_third[2]
+    );
+    println!(
+        "| clients dropped for falling behind during that run: reconnections; clients that missed readings | {}; {} of {CLIENTS} | |",
+        results.steady_client_reconnects, results.steady_clients_with_gaps
     );
     println!(
         "| the simulator's first reading acknowledged after (start-up, left out of the latencies) | {:.0} ms | |",

@@ -19,9 +19,24 @@ pub struct SseClient {
 
 impl SseClient {
     /// Opens `path` on `addr` (optionally resuming after `last_event_id`) and reads past the
-    /// response head, which must be a 200 with `text/event-stream`.
+    /// response head, which must be a 200 with `text/event-stream`; panics otherwise.
     pub async fn connect(addr: SocketAddr, path: &str, last_event_id: Option<&str>) -> Self {
-        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        Self::try_connect(addr, path, last_event_id)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// As [`SseClient::connect`], with what went wrong as an error instead of a panic.
+    pub async fn try_connect(
+        addr: SocketAddr,
+        path: &str,
+        last_event_id: Option<&str>,
+    ) -> Result<Self, String> {
+        let io = |what: &str| {
+            let what = what.to_owned();
+            move |e: std::io::Error| format!("{what}: {e}")
+        };
+        let mut stream = TcpStream::connect(addr).await.map_err(io("connect"))?;
         let resume = last_event_id
             .map(|id| format!("Last-Event-ID: {id}\r\n"))
             .unwrap_or_default();
@@ -31,23 +46,27 @@ impl SseClient {
                     .as_bytes(),
             )
             .await
-            .expect("request");
+            .map_err(io("request"))?;
         let mut lines = BufReader::with_capacity(256 * 1024, stream).lines();
         let status = lines
             .next_line()
             .await
-            .expect("read")
-            .expect("a status line");
-        assert!(status.contains(" 200 "), "{status}");
+            .map_err(io("read"))?
+            .ok_or("no status line")?;
+        if !status.contains(" 200 ") {
+            return Err(status);
+        }
         let mut event_stream = false;
-        while let Some(line) = lines.next_line().await.expect("read") {
+        while let Some(line) = lines.next_line().await.map_err(io("read"))? {
             if line.is_empty() {
                 break;
             }
             event_stream |= line.eq_ignore_ascii_case("content-type: text/event-stream");
         }
-        assert!(event_stream, "not an event stream");
-        Self { lines }
+        if !event_stream {
+            return Err("not an event stream".into());
+        }
+        Ok(Self { lines })
     }
 
     /// The next event, or `None` when the stream ends. Comments (keepalives) are skipped.
