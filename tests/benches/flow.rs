@@ -74,6 +74,8 @@ struct Machine {
 
 #[derive(Serialize, Default, Clone)]
 struct PeerRun {
+    /// How many orders it ran.
+    orders: usize,
     output: String,
     throughput: Option<f64>,
     p50_ms: Option<f64>,
@@ -83,6 +85,18 @@ struct PeerRun {
     cpu_s: f64,
     /// The broker's CPU time over the peer's whole run, its start-up included.
     broker_cpu_s: f64,
+}
+
+impl PeerRun {
+    /// Its three processes' CPU, as milliseconds per 1,000 orders.
+    fn cpu_ms_per_1000(&self) -> f64 {
+        ms_per_1000(self.cpu_s, self.orders)
+    }
+
+    /// The broker's CPU over its run, as milliseconds per 1,000 orders.
+    fn broker_cpu_ms_per_1000(&self) -> f64 {
+        ms_per_1000(self.broker_cpu_s, self.orders)
+    }
 }
 
 #[derive(Serialize)]
@@ -209,6 +223,7 @@ fn run_peer(script: &PathBuf, broker: &Broker, n: usize, rate: Option<f64>) -> P
         String::from_utf8_lossy(&out.stderr)
     );
     let mut run = PeerRun {
+        orders: n,
         broker_cpu_s,
         ..PeerRun::default()
     };
@@ -315,8 +330,8 @@ async fn flow_services(test: &str, broker: &Broker, env: &[(&str, &str)]) -> Vec
 /// `fetch_wait` is its `notifications` reader's. The saturating run's throughput ends at the last
 /// notification that reader sees, so it reads with the short wait; the steady runs take latency
 /// from the notification events' own timestamps and use the reader only to count, so it waits
-/// 500 ms there (the peer's client's wait), rather than add a fetch every 10 ms to the broker
-/// under test, which the peer, measuring in its own process, does not.
+/// `OBSERVER_WAIT` there (the peer's client's 500 ms), rather than add a fetch every 10 ms to the
+/// broker under test, which the peer, measuring in its own process, does not.
 async fn load(
     order: &Service,
     broker: &Broker,
@@ -549,10 +564,7 @@ fn print_tables(r: &Results) {
     }
     let peer_straight = r.straight_peer.as_ref().and_then(|p| p.throughput);
     let peer_p99 = r.steady_peer.as_ref().and_then(|p| p.p99_ms);
-    let peer_cpu = r
-        .straight_peer
-        .as_ref()
-        .map(|p| ms_per_1000(p.cpu_s, ORDERS));
+    let peer_cpu = r.straight_peer.as_ref().map(PeerRun::cpu_ms_per_1000);
     let project_cpu: f64 = r.resources.iter().map(|s| s.cpu_ms_per_1000_orders).sum();
     println!("Side by side (order → payment → notification, gateway 0 ms)");
     println!("| measure | seed-style peer | this project | project ÷ peer | target |");
@@ -608,10 +620,7 @@ fn print_tables(r: &Results) {
     );
     // At a steady rate, batches are small and every record wakes threads of its own: both sides
     // pay far more per order than when saturated.
-    let peer_steady_cpu = r
-        .steady_peer
-        .as_ref()
-        .map(|p| ms_per_1000(p.cpu_s, STEADY_ORDERS as usize));
+    let peer_steady_cpu = r.steady_peer.as_ref().map(PeerRun::cpu_ms_per_1000);
     row(
         &format!(
             "CPU ms per 1,000 orders at a steady {STEADY_RATE:.0}/s (project: through the API)"
@@ -625,7 +634,7 @@ fn print_tables(r: &Results) {
     let peer_broker = r
         .straight_peer
         .as_ref()
-        .map(|p| ms_per_1000(p.broker_cpu_s, ORDERS));
+        .map(PeerRun::broker_cpu_ms_per_1000);
     println!(
         "| the broker's CPU ms per 1,000 orders, straight run, fetch wait 10 ms; 500 ms (peer: its whole run, start-up included) | {} | {:.0}; {:.0} | {}; {} | |",
         cell(peer_broker, ""),
@@ -634,10 +643,7 @@ fn print_tables(r: &Results) {
         ratio(r.straight_project.broker_cpu_ms_per_1000, peer_broker),
         ratio(w500.broker_cpu_ms_per_1000, peer_broker)
     );
-    let peer_steady_broker = r
-        .steady_peer
-        .as_ref()
-        .map(|p| ms_per_1000(p.broker_cpu_s, STEADY_ORDERS as usize));
+    let peer_steady_broker = r.steady_peer.as_ref().map(PeerRun::broker_cpu_ms_per_1000);
     row(
         &format!(
             "the broker's CPU ms per 1,000 orders at a steady {STEADY_RATE:.0}/s (peer: its whole run, start-up included; project: the load generator's reader, waiting {} ms, included)",
