@@ -23,6 +23,9 @@
 //!    start-up included), saturated and at the steady rate, and each service's resident memory,
 //!    idle and peak. The broker's own CPU per 1,000 orders beside it, for both sides: what each
 //!    side's clients cost the broker they share the machine with.
+//!    Then where the whole machine's CPU went in the saturated runs (the services, the harness
+//!    writing or loading them, the broker), and the throughput that much CPU per order allows on
+//!    the machine's cores.
 //! 5. One payment replica with a 5 ms gateway, then 1 → 2 → 3 → 6 replicas, draining a backlog.
 //!
 //! Without `../shared` (a user's clone), the peer's columns are skipped with a line saying so.
@@ -140,6 +143,24 @@ struct Straight {
     cpu_ms_per_1000: f64,
     /// The broker over the same time.
     broker_cpu_ms_per_1000: f64,
+    /// The writer (this process) over the same time.
+    harness_cpu_ms_per_1000: f64,
+    /// When, after the first write, every order had been acknowledged, the last payment was
+    /// published and the last notification sent.
+    written_ms: f64,
+    last_payment_ms: f64,
+    last_notification_ms: f64,
+}
+
+/// The saturating run through the API.
+#[derive(Serialize)]
+struct Api {
+    report: loadgen::Report,
+    /// The load generator (this process: its HTTP clients and its `notifications` reader)
+    /// during the run.
+    harness_cpu_ms_per_1000: f64,
+    /// The broker during the run.
+    broker_cpu_ms_per_1000: f64,
 }
 
 #[derive(Serialize)]
@@ -149,7 +170,7 @@ struct Results {
     straight_peer: Option<PeerRun>,
     straight_project: Straight,
     straight_project_fetch_wait_500: Straight,
-    api_project: loadgen::Report,
+    api_project: Api,
     steady_peer: Option<PeerRun>,
     steady_project: Steady,
     steady_project_linger_5: Steady,
@@ -274,9 +295,41 @@ fn cpu_of<'a>(services: impl IntoIterator<Item = &'a Service>) -> f64 {
     services.into_iter().map(|s| process_cpu(s.pid())).sum()
 }
 
+/// This process's CPU so far: the writer's or the load generator's, the harness's side of a run.
+fn harness_cpu() -> f64 {
+    process_cpu(std::process::id())
+}
+
+/// Writes `ORDERS` valid orders straight to `orders`, every one handed to the producer at once
+/// and acknowledged as the broker takes it, as the peer's producer sends them all and flushes at
+/// the end: the writer does not pace the services draining them (with a bound on the writes in
+/// flight it did, one round trip per bound's worth of orders).
+async fn write_orders(writer: &Writer, cents: impl Fn(usize) -> i64) {
+    futures::stream::iter(0..ORDERS)
+        .map(|i| writer.write_order(1 + i as u64 % 100, cents(i)))
+        .buffer_unordered(ORDERS)
+        .collect::<Vec<String>>()
+        .await;
+}
+
+/// The `occurred_at` of every event of type `E` in `topic`.
+async fn occurred<E: serde::de::DeserializeOwned>(
+    broker: &Broker,
+    topic: &str,
+    at: impl Fn(&E) -> chrono::DateTime<chrono::Utc>,
+) -> Vec<chrono::DateTime<chrono::Utc>> {
+    read_all(&broker.bootstrap, topic)
+        .await
+        .iter()
+        .filter_map(|r| serde_json::from_value::<E>(r.json()).ok())
+        .map(|e| at(&e))
+        .collect()
+}
+
 /// Orders written straight to `orders`, payment and notification (started with `env`) draining
-/// them: orders/s from the first write to the last notification's timestamp, and the CPU ms per
-/// 1,000 orders of the two services and of the broker.
+/// them: orders/s from the first write to the last notification's timestamp, when the writing,
+/// the payments and the notifications ended, and the CPU ms per 1,000 orders of the two
+/// services, of the writer and of the broker.
 async fn run_straight(test: &str, broker: &Broker, env: &[(&str, &str)]) -> Straight {
     let payment = Service::start(test, "payment", broker, env);
     let notification = Service::start(test, "notification", broker, env);
@@ -284,31 +337,43 @@ async fn run_straight(test: &str, broker: &Broker, env: &[(&str, &str)]) -> Stra
     notification.wait_ready().await;
     let cpu_before = cpu_of([&payment, &notification]);
     let broker_before = process_cpu(broker.pid());
+    let harness_before = harness_cpu();
     let writer = Writer::new(&broker.bootstrap);
     let started = chrono::Utc::now();
-    futures::stream::iter(0..ORDERS)
-        .map(|i| writer.write_order(1 + i as u64 % 100, 1_000 + i as i64 % 400))
-        .buffer_unordered(512)
-        .collect::<Vec<String>>()
-        .await;
+    write_orders(&writer, |i| 1_000 + i as i64 % 400).await;
+    let written = chrono::Utc::now();
     eventually("every order notified", Duration::from_secs(600), || async {
         (notification.metric("notifications_sent_total").await >= ORDERS as f64).then_some(())
     })
     .await;
     let cpu = cpu_of([&payment, &notification]) - cpu_before;
     let broker_cpu = process_cpu(broker.pid()) - broker_before;
-    let last = read_all(&broker.bootstrap, topics::NOTIFICATIONS)
-        .await
-        .iter()
-        .filter_map(|r| serde_json::from_value::<NotificationSent>(r.json()).ok())
-        .map(|n| n.occurred_at)
-        .max()
-        .expect("notifications");
-    let secs = (last - started).to_std().unwrap_or_default().as_secs_f64();
+    let harness = harness_cpu() - harness_before;
+    let since = |t: chrono::DateTime<chrono::Utc>| {
+        (t - started).to_std().unwrap_or_default().as_secs_f64() * 1000.0
+    };
+    let last =
+        |times: Vec<chrono::DateTime<chrono::Utc>>| since(times.into_iter().max().expect("events"));
+    let last_payment_ms = last(
+        occurred(broker, topics::PAYMENTS, |p: &PaymentProcessed| {
+            p.occurred_at
+        })
+        .await,
+    );
+    let last_notification_ms = last(
+        occurred(broker, topics::NOTIFICATIONS, |n: &NotificationSent| {
+            n.occurred_at
+        })
+        .await,
+    );
     Straight {
-        throughput: ORDERS as f64 / secs,
+        throughput: ORDERS as f64 / (last_notification_ms / 1000.0),
         cpu_ms_per_1000: ms_per_1000(cpu, ORDERS),
         broker_cpu_ms_per_1000: ms_per_1000(broker_cpu, ORDERS),
+        harness_cpu_ms_per_1000: ms_per_1000(harness, ORDERS),
+        written_ms: since(written),
+        last_payment_ms,
+        last_notification_ms,
     }
 }
 
@@ -439,14 +504,17 @@ async fn steady_run(test: &str, broker: &Broker, env: &[(&str, &str)]) -> Steady
     }
 }
 
-/// The order API saturated, with each service's memory and CPU.
-async fn api_project(broker: &Broker) -> (loadgen::Report, Vec<Resources>) {
+/// The order API saturated, with each service's memory and CPU, and the load generator's and the
+/// broker's CPU.
+async fn api_project(broker: &Broker) -> (Api, Vec<Resources>) {
     let services = flow_services("bench_api", broker, GATEWAY_0).await;
     let idle: Vec<u64> = services
         .iter()
         .map(|s| rss_kib(s.pid()).unwrap_or(0))
         .collect();
     let cpu_before: Vec<f64> = services.iter().map(|s| process_cpu(s.pid())).collect();
+    let broker_before = process_cpu(broker.pid());
+    let harness_before = harness_cpu();
     let (peaks, sampler) = sample_peaks(services.iter().map(Service::pid).collect());
     let report = loadgen::run(
         load(
@@ -460,6 +528,8 @@ async fn api_project(broker: &Broker) -> (loadgen::Report, Vec<Resources>) {
     )
     .await
     .expect("saturating run");
+    let harness = harness_cpu() - harness_before;
+    let broker_cpu = process_cpu(broker.pid()) - broker_before;
     sampler.abort();
     let peaks = peaks.lock().expect("peaks lock").clone();
     let orders = report.completed.max(1) as usize;
@@ -473,7 +543,12 @@ async fn api_project(broker: &Broker) -> (loadgen::Report, Vec<Resources>) {
             cpu_ms_per_1000_orders: ms_per_1000(process_cpu(s.pid()) - cpu_before[i], orders),
         })
         .collect();
-    (report, resources)
+    let api = Api {
+        report,
+        harness_cpu_ms_per_1000: ms_per_1000(harness, orders),
+        broker_cpu_ms_per_1000: ms_per_1000(broker_cpu, orders),
+    };
+    (api, resources)
 }
 
 /// `replicas` payment members with a 5 ms gateway drain a backlog written straight to `orders`;
@@ -486,11 +561,7 @@ async fn payment_throughput(replicas: usize) -> f64 {
         .collect();
     partitions_shared_by(&payments.iter().collect::<Vec<_>>()).await;
     let writer = Writer::new(&broker.bootstrap);
-    futures::stream::iter(0..ORDERS)
-        .map(|i| writer.write_order(1 + i as u64 % 100, 1_000))
-        .buffer_unordered(512)
-        .collect::<Vec<String>>()
-        .await;
+    write_orders(&writer, |_| 1_000).await;
     eventually("the backlog to drain", Duration::from_secs(600), || async {
         let mut done = 0.0;
         for p in &payments {
@@ -551,6 +622,57 @@ fn print_steady(label: &str, s: &Steady) {
     );
 }
 
+/// Where the machine's CPU went in the saturated runs, every process on it counted, and the
+/// throughput that much CPU per order allows on its cores: a run that reaches it is bound by CPU,
+/// not by waiting.
+fn print_cpu_budget(r: &Results, api_services: f64) {
+    let cores = r.machine.cores as f64;
+    let st = &r.straight_project;
+    println!(
+        "\nStraight run: every order acknowledged {:.0} ms after the first write, the last payment at {:.0} ms, the last notification at {:.0} ms",
+        st.written_ms, st.last_payment_ms, st.last_notification_ms
+    );
+    println!(
+        "\nWhere the machine's CPU went, saturated (user + system ms per 1,000 orders; {cores:.0} cores)"
+    );
+    println!(
+        "| run | services | harness | broker | all | orders/s that allows on {cores:.0} cores | orders/s measured |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    let line = |run: &str, services: f64, harness: Option<f64>, broker: f64, measured: f64| {
+        let all = services + harness.unwrap_or(0.0) + broker;
+        println!(
+            "| {run} | {services:.0} | {} | {broker:.0} | {all:.0} | {:.0} | {measured:.0} |",
+            harness.map_or("–".into(), |h| format!("{h:.0}")),
+            cores * 1e6 / all
+        );
+    };
+    line(
+        "project, straight (payment + notification; harness: the writer)",
+        st.cpu_ms_per_1000,
+        Some(st.harness_cpu_ms_per_1000),
+        st.broker_cpu_ms_per_1000,
+        st.throughput,
+    );
+    let api = &r.api_project;
+    line(
+        "project, through the API (order + payment + notification; harness: the load generator)",
+        api_services,
+        Some(api.harness_cpu_ms_per_1000),
+        api.broker_cpu_ms_per_1000,
+        api.report.throughput,
+    );
+    if let Some(peer) = &r.straight_peer {
+        line(
+            "peer, straight (its three processes, its writer and start-up included)",
+            peer.cpu_ms_per_1000(),
+            None,
+            peer.broker_cpu_ms_per_1000(),
+            peer.throughput.unwrap_or_default(),
+        );
+    }
+}
+
 fn print_tables(r: &Results) {
     let m = &r.machine;
     println!(
@@ -585,7 +707,7 @@ fn print_tables(r: &Results) {
     row(
         &format!("{ORDERS} orders through `POST /orders`, orders/s (peer: straight)"),
         peer_straight,
-        r.api_project.throughput,
+        r.api_project.report.throughput,
         "≥ 3×",
     );
     let s = &r.steady_project.created_to_notified;
@@ -613,6 +735,13 @@ fn print_tables(r: &Results) {
         peer_cpu,
         project_cpu,
         "≤ ⅓",
+    );
+    // Like for like: the peer's three processes are its writer, payment and notification.
+    row(
+        "CPU ms per 1,000 orders, straight run: the writer + payment + notification (peer: its three processes)",
+        peer_cpu,
+        r.straight_project.cpu_ms_per_1000 + r.straight_project.harness_cpu_ms_per_1000,
+        "",
     );
     println!(
         "| CPU ms per 1,000 orders, straight run (payment + notification), fetch wait 10 ms; 500 ms | – | {:.0}; {:.0} | – | |",
@@ -659,6 +788,7 @@ fn print_tables(r: &Results) {
             one.throughput
         );
     }
+    print_cpu_budget(r, project_cpu);
     print_steady("", &r.steady_project);
     print_steady(", producers lingering 5 ms", &r.steady_project_linger_5);
     println!("\nResources per process (saturating API run; CPU is user + system time)");
