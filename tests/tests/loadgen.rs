@@ -110,3 +110,101 @@ async fn loadgen_reports_orders_that_never_complete_as_lost_and_fails() {
         (Some(20), Some(0), Some(20))
     );
 }
+
+/// An order API that answers every request with a 503 and closes the connection after it.
+async fn unavailable_api() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                // The request's head and body (the load generator's orders are small).
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !String::from_utf8_lossy(&request).contains("\r\n\r\n{") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let body = r#"{"error":"unavailable","reason":"the broker is away"}"#;
+                let response = format!(
+                    "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn loadgen_reports_refused_and_unreachable_orders_with_their_reason_and_fails() {
+    let broker = Broker::start_system();
+    // Every answer closes its connection: each sender finds that before its next request and
+    // opens a new one, so every order gets the API's own answer.
+    let api = unavailable_api().await;
+    let bootstrap = broker.bootstrap.clone();
+    let (ok, report, table) = tokio::task::spawn_blocking(move || {
+        loadgen(
+            &api,
+            &bootstrap,
+            &["--count", "12", "--rate", "0", "--concurrency", "3"],
+        )
+    })
+    .await
+    .expect("loadgen task");
+    assert!(!ok, "refused orders fail the run:\n{table}");
+    assert_eq!(
+        (
+            report["sent"].as_u64(),
+            report["accepted"].as_u64(),
+            report["rejected"].as_u64()
+        ),
+        (Some(12), Some(0), Some(12)),
+        "{report}"
+    );
+    let errors = report["errors"].as_array().expect("errors");
+    assert_eq!(errors.len(), 10, "the first ten are kept: {report}");
+    for e in errors {
+        let e = e.as_str().unwrap_or_default();
+        assert!(
+            e.starts_with("503 Service Unavailable: ") && e.contains("the broker is away"),
+            "{e}"
+        );
+    }
+
+    // Nothing listening: every order fails with the address it could not reach.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let (ok, report, table) = tokio::task::spawn_blocking(move || {
+        loadgen(
+            &format!("http://127.0.0.1:{port}"),
+            &broker.bootstrap,
+            &["--count", "4", "--rate", "0"],
+        )
+    })
+    .await
+    .expect("loadgen task");
+    assert!(!ok, "unreachable orders fail the run:\n{table}");
+    assert_eq!(
+        (report["sent"].as_u64(), report["rejected"].as_u64()),
+        (Some(4), Some(4)),
+        "{report}"
+    );
+    let first = report["errors"][0].as_str().unwrap_or_default();
+    assert!(
+        first.contains(&format!("connect to 127.0.0.1:{port}")),
+        "{first}"
+    );
+}

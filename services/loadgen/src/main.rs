@@ -7,7 +7,7 @@ use std::time::Duration;
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// Base URL of the order API.
+    /// Base URL of the order API (plain HTTP).
     #[arg(
         long,
         env = "LOADGEN_ORDER_URL",
@@ -30,7 +30,7 @@ struct Args {
     /// For how long to send, in seconds (with --count, whichever ends first).
     #[arg(long, env = "LOADGEN_DURATION_S")]
     duration_s: Option<f64>,
-    /// Requests in flight at most.
+    /// Requests in flight at most, each on a keep-alive connection of its own.
     #[arg(long, env = "LOADGEN_CONCURRENCY", default_value_t = 32)]
     concurrency: usize,
     /// Seconds to wait for the last notifications after sending stops.
