@@ -44,8 +44,9 @@ async fn loadgen_sees_every_order_completed_and_reports_latency() {
     let broker = Broker::start_system();
     let stack = Stack::start("loadgen", &broker, &[("PAYMENT_GATEWAY_LATENCY_MS", "1")]).await;
     let base = stack.order.url("http", "").await;
+    let bootstrap = broker.bootstrap.clone();
     let (ok, report, table) = tokio::task::spawn_blocking(move || {
-        loadgen(&base, &broker.bootstrap, &["--count", "300", "--rate", "0"])
+        loadgen(&base, &bootstrap, &["--count", "300", "--rate", "0"])
     })
     .await
     .expect("loadgen task");
@@ -79,6 +80,28 @@ async fn loadgen_sees_every_order_completed_and_reports_latency() {
     ] {
         assert!(table.contains(row), "the table shows {row}:\n{table}");
     }
+
+    // At a rate for a duration: never more than the rate allows (a tick every 10 ms, the first
+    // at once), and not far fewer unless the machine stalls; every one of them completes.
+    let base = stack.order.url("http", "").await;
+    let bootstrap = broker.bootstrap.clone();
+    let (ok, report, table) = tokio::task::spawn_blocking(move || {
+        loadgen(
+            &base,
+            &bootstrap,
+            &["--rate", "100", "--duration-s", "1.5", "--concurrency", "4"],
+        )
+    })
+    .await
+    .expect("loadgen task");
+    assert!(ok, "{table}");
+    let sent = report["sent"].as_u64().unwrap_or_default();
+    assert!((75..=151).contains(&sent), "{report}");
+    assert_eq!(
+        (report["completed"].as_u64(), report["lost"].as_u64()),
+        (Some(sent), Some(0)),
+        "{report}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
