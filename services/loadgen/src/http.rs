@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 /// Where orders go: `POST <order URL>/orders`, parsed once.
 #[derive(Debug, PartialEq)]
 pub(crate) struct Target {
-    /// `host:port` to connect to (an IPv6 host without its brackets).
+    /// The host to connect to (an IPv6 address without its brackets).
     host: String,
     port: u16,
     /// The `Host` header: the URL's authority as given.
