@@ -2,6 +2,9 @@
 //! notifications topic, and fails when orders are lost.
 
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 use system_tests::{Broker, Stack};
 
 fn loadgen(
@@ -10,13 +13,8 @@ fn loadgen(
     args: &[&str],
 ) -> (bool, serde_json::Value, String) {
     let json = std::env::temp_dir().join(format!("loadgen-{}.json", uuid::Uuid::new_v4()));
-    let exe = std::env::current_exe().expect("exe");
-    let bin = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("target dir")
-        .join("loadgen");
-    let out = Command::new(bin)
+    // Built with the services if this run has not built them yet.
+    let out = Command::new(system_tests::service::binary("loadgen"))
         .args([
             "--order-url",
             stack_order_url,
@@ -27,7 +25,7 @@ fn loadgen(
         .arg(&json)
         .args(args)
         .output()
-        .expect("run loadgen (built with the services)");
+        .expect("run loadgen");
     let report = std::fs::read(&json)
         .map(|b| serde_json::from_slice(&b).expect("report json"))
         .unwrap_or_default();
@@ -134,38 +132,160 @@ async fn loadgen_reports_orders_that_never_complete_as_lost_and_fails() {
     );
 }
 
-/// An order API that answers every request with a 503 and closes the connection after it.
-async fn unavailable_api() -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// How a fake order API ends a connection after each answer.
+#[derive(Clone, Copy)]
+enum Close {
+    /// Says `Connection: close` and closes.
+    Announced,
+    /// Closes it this long after answering, without a word, as an idle timeout does.
+    Idle(Duration),
+    /// Keeps it open for the next request.
+    Never,
+}
+
+/// A fake order API answering every `POST` with `status` and a body from `body`. Returns its
+/// base URL and the number of connections it has accepted.
+async fn fake_api(
+    status: &'static str,
+    body: fn() -> String,
+    close: Close,
+) -> (String, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
+    let connections = Arc::new(AtomicUsize::new(0));
+    let accepted = connections.clone();
     tokio::spawn(async move {
-        loop {
-            let Ok((mut stream, _)) = listener.accept().await else {
-                return;
-            };
+        while let Ok((stream, _)) = listener.accept().await {
+            accepted.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
-                // The request's head and body (the load generator's orders are small).
-                let mut request = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !String::from_utf8_lossy(&request).contains("\r\n\r\n{") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                let mut stream = BufReader::new(stream);
+                loop {
+                    // One request: its head, then as many body bytes as it announces.
+                    let mut length = 0;
+                    loop {
+                        let mut line = String::new();
+                        match stream.read_line(&mut line).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) => {}
+                        }
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            length = v.trim().parse().expect("content-length");
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    let mut request_body = vec![0; length];
+                    if stream.read_exact(&mut request_body).await.is_err() {
+                        return;
+                    }
+                    let body = body();
+                    let connection = match close {
+                        Close::Announced => "connection: close\r\n",
+                        Close::Idle(_) | Close::Never => "",
+                    };
+                    let response = format!(
+                        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{connection}\r\n{body}",
+                        body.len()
+                    );
+                    if stream.write_all(response.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    match close {
+                        Close::Announced => return,
+                        Close::Idle(after) => {
+                            tokio::time::sleep(after).await;
+                            return;
+                        }
+                        Close::Never => {}
                     }
                 }
-                let body = r#"{"error":"unavailable","reason":"the broker is away"}"#;
-                let response = format!(
-                    "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = stream.write_all(response.as_bytes()).await;
             });
         }
     });
-    format!("http://{addr}")
+    (format!("http://{addr}"), connections)
+}
+
+fn unavailable() -> String {
+    r#"{"error":"unavailable","reason":"the broker is away"}"#.to_owned()
+}
+
+fn accepted() -> String {
+    format!(r#"{{"order_id":"{}"}}"#, uuid::Uuid::new_v4())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn loadgen_keeps_a_connection_per_sender_reopens_closed_ones_and_stops_at_its_deadline() {
+    let broker = Broker::start_system();
+    // The API never sees a notification through, so every accepted order ends lost: what is
+    // checked here is how the orders were sent.
+    let run = |url: String, bootstrap: String, args: &'static [&'static str]| {
+        tokio::task::spawn_blocking(move || {
+            let mut all = vec!["--drain-timeout-s", "0.2"];
+            all.extend_from_slice(args);
+            loadgen(&url, &bootstrap, &all)
+        })
+    };
+
+    let (url, connections) = fake_api("202 Accepted", accepted, Close::Never).await;
+    let (_, report, _) = run(
+        url,
+        broker.bootstrap.clone(),
+        &["--count", "20", "--concurrency", "2", "--rate", "0"],
+    )
+    .await
+    .expect("loadgen task");
+    assert_eq!(
+        (report["accepted"].as_u64(), report["rejected"].as_u64()),
+        (Some(20), Some(0)),
+        "{report}"
+    );
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        2,
+        "two requests in flight, two kept-alive connections"
+    );
+
+    // The API closes each connection 20 ms after answering, without saying so; the next order,
+    // 100 ms later, goes out on a new connection and is answered.
+    let (url, connections) = fake_api(
+        "202 Accepted",
+        accepted,
+        Close::Idle(Duration::from_millis(20)),
+    )
+    .await;
+    let (_, report, _) = run(
+        url,
+        broker.bootstrap.clone(),
+        &["--count", "5", "--concurrency", "1", "--rate", "10"],
+    )
+    .await
+    .expect("loadgen task");
+    assert_eq!(
+        (report["accepted"].as_u64(), report["rejected"].as_u64()),
+        (Some(5), Some(0)),
+        "{report}"
+    );
+    assert_eq!(connections.load(Ordering::SeqCst), 5);
+
+    // A low rate with many senders queued for it: sending ends at the deadline, not a tick per
+    // queued sender later (32 senders at 2/s would be 16 s).
+    let (url, _) = fake_api("202 Accepted", accepted, Close::Never).await;
+    let (_, report, _) = run(
+        url,
+        broker.bootstrap.clone(),
+        &["--rate", "2", "--duration-s", "1", "--concurrency", "32"],
+    )
+    .await
+    .expect("loadgen task");
+    let (sent, elapsed) = (report["sent"].as_u64(), report["elapsed_s"].as_f64());
+    assert!(
+        sent <= Some(3) && elapsed < Some(8.0),
+        "sent {sent:?} in {elapsed:?} s: {report}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -173,7 +293,7 @@ async fn loadgen_reports_refused_and_unreachable_orders_with_their_reason_and_fa
     let broker = Broker::start_system();
     // Every answer closes its connection: each sender finds that before its next request and
     // opens a new one, so every order gets the API's own answer.
-    let api = unavailable_api().await;
+    let (api, _) = fake_api("503 Service Unavailable", unavailable, Close::Announced).await;
     let bootstrap = broker.bootstrap.clone();
     let (ok, report, table) = tokio::task::spawn_blocking(move || {
         loadgen(

@@ -11,6 +11,7 @@
 
 mod http;
 
+use hyper::body::Bytes;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -278,6 +279,10 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
         "give a count or a duration"
     );
     anyhow::ensure!(opts.concurrency > 0, "concurrency must be positive");
+    anyhow::ensure!(
+        opts.rate.is_finite() && opts.rate >= 0.0,
+        "the rate must be a number of orders per second, 0 for as fast as possible"
+    );
     let target = Arc::new(http::Target::parse(&opts.order_url)?);
     let shared = Arc::new(Shared::default());
     let consumer = notifications_consumer(&opts.bootstrap_servers, opts.fetch_wait)?;
@@ -319,7 +324,8 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
                 last = (Instant::now(), accepted);
                 let line = format!(
                     "{rate:>6.0} orders/s  completed {completed}  in flight {}",
-                    accepted - completed
+                    // Read one after the other, so a completion may land in between.
+                    accepted.saturating_sub(completed)
                 );
                 match &bar {
                     Some(bar) => {
@@ -342,9 +348,8 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
         count: opts.count,
         deadline: opts.duration.map(|d| started + d),
         ticker: (opts.rate > 0.0).then(|| {
-            tokio::sync::Mutex::new(tokio::time::interval(Duration::from_secs_f64(
-                1.0 / opts.rate,
-            )))
+            let period = Duration::from_secs_f64(1.0 / opts.rate).max(Duration::from_nanos(1));
+            tokio::sync::Mutex::new(tokio::time::interval(period))
         }),
     });
     let mut senders = tokio::task::JoinSet::new();
@@ -402,13 +407,27 @@ struct Tickets {
 impl Tickets {
     async fn take(&self) -> bool {
         let n = self.issued.fetch_add(1, Ordering::Relaxed);
-        if self.count.is_some_and(|c| n >= c) {
+        if self.count.is_some_and(|c| n >= c) || self.past_deadline() {
             return false;
         }
-        if let Some(ticker) = &self.ticker {
-            ticker.lock().await.tick().await;
+        let Some(ticker) = &self.ticker else {
+            return true;
+        };
+        let tick = async { ticker.lock().await.tick().await };
+        match self.deadline {
+            // Senders queue for the ticker; none waits for a tick past the deadline.
+            Some(deadline) => tokio::time::timeout_at(deadline.into(), tick)
+                .await
+                .is_ok_and(|_| !self.past_deadline()),
+            None => {
+                tick.await;
+                true
+            }
         }
-        self.deadline.is_none_or(|d| Instant::now() < d)
+    }
+
+    fn past_deadline(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() >= d)
     }
 }
 
@@ -424,7 +443,9 @@ async fn sender(target: Arc<http::Target>, tickets: Arc<Tickets>, shared: Arc<Sh
     let mut rng = fastrand::Rng::new();
     let mut connection: Option<http::Connection> = None;
     while tickets.take().await {
-        let body = serde_json::to_vec(&order::random_order(&mut rng)).expect("orders serialise");
+        let body: Bytes = serde_json::to_vec(&order::random_order(&mut rng))
+            .expect("orders serialise")
+            .into();
         shared.sent.fetch_add(1, Ordering::Relaxed);
         let begun = Instant::now();
         let exchange = async {
@@ -433,11 +454,20 @@ async fn sender(target: Arc<http::Target>, tickets: Arc<Tickets>, shared: Arc<Sh
             {
                 connection = None;
             }
+            let reused = connection.is_some();
             let conn = match &mut connection {
                 Some(conn) => conn,
                 None => connection.insert(http::Connection::open(&target).await?),
             };
-            conn.post(&target, body).await
+            match conn.post(&target, body.clone()).await {
+                // A kept-alive connection the API closed just as this request went out: it was
+                // never written, so it goes once more on a new connection.
+                Err(failure) if reused && !failure.written => {
+                    let conn = connection.insert(http::Connection::open(&target).await?);
+                    conn.post(&target, body).await.map_err(|f| f.error)
+                }
+                result => result.map_err(|f| f.error),
+            }
         };
         let (status, body) = match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
             Ok(Ok(response)) => response,
