@@ -1,23 +1,23 @@
 //! The load generator counts what it sent, what completed and what was lost, from the
 //! notifications topic, and fails when orders are lost.
 
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use system_tests::{Broker, Stack};
 
-fn loadgen(
-    stack_order_url: &str,
+/// Runs the load generator against `order_url`: whether it succeeded, its JSON report, its table.
+async fn loadgen(
+    order_url: &str,
     bootstrap: &str,
     args: &[&str],
 ) -> (bool, serde_json::Value, String) {
     let json = std::env::temp_dir().join(format!("loadgen-{}.json", uuid::Uuid::new_v4()));
     // Built with the services if this run has not built them yet.
-    let out = Command::new(system_tests::service::binary("loadgen"))
+    let out = tokio::process::Command::new(system_tests::service::binary("loadgen"))
         .args([
             "--order-url",
-            stack_order_url,
+            order_url,
             "--bootstrap-servers",
             bootstrap,
             "--json",
@@ -25,6 +25,7 @@ fn loadgen(
         .arg(&json)
         .args(args)
         .output()
+        .await
         .expect("run loadgen");
     let report = std::fs::read(&json)
         .map(|b| serde_json::from_slice(&b).expect("report json"))
@@ -42,12 +43,8 @@ async fn loadgen_sees_every_order_completed_and_reports_latency() {
     let broker = Broker::start_system();
     let stack = Stack::start("loadgen", &broker, &[("PAYMENT_GATEWAY_LATENCY_MS", "1")]).await;
     let base = stack.order.url("http", "").await;
-    let bootstrap = broker.bootstrap.clone();
-    let (ok, report, table) = tokio::task::spawn_blocking(move || {
-        loadgen(&base, &bootstrap, &["--count", "300", "--rate", "0"])
-    })
-    .await
-    .expect("loadgen task");
+    let (ok, report, table) =
+        loadgen(&base, &broker.bootstrap, &["--count", "300", "--rate", "0"]).await;
     assert!(ok, "{table}");
     assert_eq!(
         (
@@ -81,17 +78,12 @@ async fn loadgen_sees_every_order_completed_and_reports_latency() {
 
     // At a rate for a duration: never more than the rate allows (a tick every 10 ms, the first
     // at once), and not far fewer unless the machine stalls; every one of them completes.
-    let base = stack.order.url("http", "").await;
-    let bootstrap = broker.bootstrap.clone();
-    let (ok, report, table) = tokio::task::spawn_blocking(move || {
-        loadgen(
-            &base,
-            &bootstrap,
-            &["--rate", "100", "--duration-s", "1.5", "--concurrency", "4"],
-        )
-    })
-    .await
-    .expect("loadgen task");
+    let (ok, report, table) = loadgen(
+        &base,
+        &broker.bootstrap,
+        &["--rate", "100", "--duration-s", "1.5", "--concurrency", "4"],
+    )
+    .await;
     assert!(ok, "{table}");
     let sent = report["sent"].as_u64().unwrap_or_default();
     assert!((75..=151).contains(&sent), "{report}");
@@ -112,15 +104,12 @@ async fn loadgen_reports_orders_that_never_complete_as_lost_and_fails() {
         .wait_exit(std::time::Duration::from_secs(30))
         .await;
     let base = stack.order.url("http", "").await;
-    let (ok, report, table) = tokio::task::spawn_blocking(move || {
-        loadgen(
-            &base,
-            &broker.bootstrap,
-            &["--count", "20", "--rate", "0", "--drain-timeout-s", "2"],
-        )
-    })
-    .await
-    .expect("loadgen task");
+    let (ok, report, table) = loadgen(
+        &base,
+        &broker.bootstrap,
+        &["--count", "20", "--rate", "0", "--drain-timeout-s", "2"],
+    )
+    .await;
     assert!(!ok, "lost orders fail the run:\n{table}");
     assert_eq!(
         (
@@ -220,24 +209,25 @@ fn accepted() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn loadgen_keeps_a_connection_per_sender_reopens_closed_ones_and_stops_at_its_deadline() {
     let broker = Broker::start_system();
-    // The API never sees a notification through, so every accepted order ends lost: what is
-    // checked here is how the orders were sent.
-    let run = |url: String, bootstrap: String, args: &'static [&'static str]| {
-        tokio::task::spawn_blocking(move || {
-            let mut all = vec!["--drain-timeout-s", "0.2"];
-            all.extend_from_slice(args);
-            loadgen(&url, &bootstrap, &all)
-        })
-    };
+    // The API never sees a notification through, so every accepted order ends lost (after a
+    // short drain): what is checked here is how the orders were sent.
 
     let (url, connections) = fake_api("202 Accepted", accepted, Close::Never).await;
-    let (_, report, _) = run(
-        url,
-        broker.bootstrap.clone(),
-        &["--count", "20", "--concurrency", "2", "--rate", "0"],
+    let (_, report, _) = loadgen(
+        &url,
+        &broker.bootstrap,
+        &[
+            "--count",
+            "20",
+            "--concurrency",
+            "2",
+            "--rate",
+            "0",
+            "--drain-timeout-s",
+            "0.2",
+        ],
     )
-    .await
-    .expect("loadgen task");
+    .await;
     assert_eq!(
         (report["accepted"].as_u64(), report["rejected"].as_u64()),
         (Some(20), Some(0)),
@@ -257,13 +247,21 @@ async fn loadgen_keeps_a_connection_per_sender_reopens_closed_ones_and_stops_at_
         Close::Idle(Duration::from_millis(20)),
     )
     .await;
-    let (_, report, _) = run(
-        url,
-        broker.bootstrap.clone(),
-        &["--count", "5", "--concurrency", "1", "--rate", "10"],
+    let (_, report, _) = loadgen(
+        &url,
+        &broker.bootstrap,
+        &[
+            "--count",
+            "5",
+            "--concurrency",
+            "1",
+            "--rate",
+            "10",
+            "--drain-timeout-s",
+            "0.2",
+        ],
     )
-    .await
-    .expect("loadgen task");
+    .await;
     assert_eq!(
         (report["accepted"].as_u64(), report["rejected"].as_u64()),
         (Some(5), Some(0)),
@@ -274,13 +272,21 @@ async fn loadgen_keeps_a_connection_per_sender_reopens_closed_ones_and_stops_at_
     // A low rate with many senders queued for it: sending ends at the deadline, not a tick per
     // queued sender later (32 senders at 2/s would be 16 s).
     let (url, _) = fake_api("202 Accepted", accepted, Close::Never).await;
-    let (_, report, _) = run(
-        url,
-        broker.bootstrap.clone(),
-        &["--rate", "2", "--duration-s", "1", "--concurrency", "32"],
+    let (_, report, _) = loadgen(
+        &url,
+        &broker.bootstrap,
+        &[
+            "--rate",
+            "2",
+            "--duration-s",
+            "1",
+            "--concurrency",
+            "32",
+            "--drain-timeout-s",
+            "0.2",
+        ],
     )
-    .await
-    .expect("loadgen task");
+    .await;
     let (sent, elapsed) = (report["sent"].as_u64(), report["elapsed_s"].as_f64());
     assert!(
         sent <= Some(3) && elapsed < Some(8.0),
@@ -294,16 +300,12 @@ async fn loadgen_reports_refused_and_unreachable_orders_with_their_reason_and_fa
     // Every answer closes its connection: each sender finds that before its next request and
     // opens a new one, so every order gets the API's own answer.
     let (api, _) = fake_api("503 Service Unavailable", unavailable, Close::Announced).await;
-    let bootstrap = broker.bootstrap.clone();
-    let (ok, report, table) = tokio::task::spawn_blocking(move || {
-        loadgen(
-            &api,
-            &bootstrap,
-            &["--count", "12", "--rate", "0", "--concurrency", "3"],
-        )
-    })
-    .await
-    .expect("loadgen task");
+    let (ok, report, table) = loadgen(
+        &api,
+        &broker.bootstrap,
+        &["--count", "12", "--rate", "0", "--concurrency", "3"],
+    )
+    .await;
     assert!(!ok, "refused orders fail the run:\n{table}");
     assert_eq!(
         (
@@ -330,15 +332,12 @@ async fn loadgen_reports_refused_and_unreachable_orders_with_their_reason_and_fa
         .local_addr()
         .expect("addr")
         .port();
-    let (ok, report, table) = tokio::task::spawn_blocking(move || {
-        loadgen(
-            &format!("http://127.0.0.1:{port}"),
-            &broker.bootstrap,
-            &["--count", "4", "--rate", "0"],
-        )
-    })
-    .await
-    .expect("loadgen task");
+    let (ok, report, table) = loadgen(
+        &format!("http://127.0.0.1:{port}"),
+        &broker.bootstrap,
+        &["--count", "4", "--rate", "0"],
+    )
+    .await;
     assert!(!ok, "unreachable orders fail the run:\n{table}");
     assert_eq!(
         (report["sent"].as_u64(), report["rejected"].as_u64()),
