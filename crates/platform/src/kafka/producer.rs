@@ -8,6 +8,7 @@ use crate::metrics::Metrics;
 use crate::telemetry;
 use futures::FutureExt;
 use futures::future::BoxFuture;
+use opentelemetry::trace::TraceContextExt;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
@@ -96,6 +97,12 @@ impl Publisher {
 
     /// [`publish`](Self::publish) with an optional key and headers of the caller's; the trace
     /// context is appended to them.
+    ///
+    /// Without an exporter a span is nothing but its ids ([`telemetry`]), and a `publish` span's
+    /// id would reach no one: the record then carries the caller's context (the consumer's
+    /// `process` span, the HTTP request's span), and no span is made. A `publish` span per record
+    /// (created, entered on every poll, closed) cost a tenth of payment's CPU in a profile.
+    /// Outside any traced span, the `publish` span is still made, as the root of a new trace.
     pub async fn publish_with(
         &self,
         topic: &str,
@@ -103,6 +110,15 @@ impl Publisher {
         payload: &[u8],
         headers: OwnedHeaders,
     ) -> Result<Published, PublishError> {
+        if !telemetry::exporting() {
+            let caller = telemetry::context(&tracing::Span::current());
+            if caller.span().span_context().is_valid() {
+                let headers = propagation::inject_context(&caller, headers);
+                return self
+                    .send(topic, key.map(str::as_bytes), Some(payload), headers)
+                    .await;
+            }
+        }
         let span = tracing::info_span!(
             "publish",
             // Formatted only by a layer that reads it (the exporter's), not for every record.

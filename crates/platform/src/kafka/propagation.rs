@@ -3,26 +3,29 @@
 use opentelemetry::propagation::{Extractor, Injector};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 
-/// Collects the propagator's fields, then becomes record headers.
-#[derive(Debug, Default)]
-pub struct HeaderInjector(Vec<(String, String)>);
+/// Appends the propagator's fields to record headers as it sets them.
+#[derive(Debug)]
+pub struct HeaderInjector(Option<OwnedHeaders>);
 
 impl Injector for HeaderInjector {
     fn set(&mut self, key: &str, value: String) {
-        self.0.push((key.to_owned(), value));
+        let headers = self.0.take().unwrap_or_default();
+        self.0 = Some(headers.insert(Header {
+            key,
+            value: Some(value.as_bytes()),
+        }));
     }
 }
 
 impl HeaderInjector {
-    /// Appends the collected fields to `headers`.
-    pub fn into_headers(self, mut headers: OwnedHeaders) -> OwnedHeaders {
-        for (key, value) in &self.0 {
-            headers = headers.insert(Header {
-                key,
-                value: Some(value.as_bytes()),
-            });
-        }
-        headers
+    /// Appends to `headers`.
+    pub fn new(headers: OwnedHeaders) -> Self {
+        Self(Some(headers))
+    }
+
+    /// The headers with the fields appended.
+    pub fn into_headers(self) -> OwnedHeaders {
+        self.0.unwrap_or_default()
     }
 }
 
@@ -43,12 +46,16 @@ impl<H: Headers> Extractor for HeaderExtractor<'_, H> {
     }
 }
 
-/// Injects the context of `span` into new headers.
+/// Appends the context of `span` to `headers`.
 pub fn inject(span: &tracing::Span, headers: OwnedHeaders) -> OwnedHeaders {
-    let mut injector = HeaderInjector::default();
-    let context = crate::telemetry::context(span);
-    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&context, &mut injector));
-    injector.into_headers(headers)
+    inject_context(&crate::telemetry::context(span), headers)
+}
+
+/// Appends `context` to `headers`.
+pub fn inject_context(context: &opentelemetry::Context, headers: OwnedHeaders) -> OwnedHeaders {
+    let mut injector = HeaderInjector::new(headers);
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(context, &mut injector));
+    injector.into_headers()
 }
 
 /// The remote parent carried by `headers`, if any.
@@ -81,12 +88,12 @@ mod tests {
             TraceState::default(),
         );
         let cx = opentelemetry::Context::new().with_remote_span_context(sc.clone());
-        let mut injector = HeaderInjector::default();
-        propagator.inject_context(&cx, &mut injector);
-        let headers = injector.into_headers(OwnedHeaders::new().insert(Header {
+        let mut injector = HeaderInjector::new(OwnedHeaders::new().insert(Header {
             key: "other",
             value: Some(b"x".as_slice()),
         }));
+        propagator.inject_context(&cx, &mut injector);
+        let headers = injector.into_headers();
         assert_eq!(
             HeaderExtractor(&headers).get("traceparent"),
             Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
