@@ -48,4 +48,8 @@ impl Event for InventoryEvent {
     fn validate(&self) -> Result<(), ValidationError> {
         Ok(())
     }
+
+    fn event_type(&self) -> &str {
+        self.event_type.as_str()
+    }
 }

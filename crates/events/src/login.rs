@@ -54,4 +54,8 @@ impl Event for LoginEvent {
     fn validate(&self) -> Result<(), ValidationError> {
         Ok(())
     }
+
+    fn event_type(&self) -> &str {
+        self.event_type.as_str()
+    }
 }

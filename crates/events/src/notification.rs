@@ -34,4 +34,8 @@ impl Event for NotificationSent {
     fn validate(&self) -> Result<(), ValidationError> {
         Ok(())
     }
+
+    fn event_type(&self) -> &str {
+        &self.event_type
+    }
 }

@@ -164,6 +164,10 @@ impl Event for OrderCreated {
     fn validate(&self) -> Result<(), ValidationError> {
         validate_order(self.user_id, self.amount, &self.currency, &self.items)
     }
+
+    fn event_type(&self) -> &str {
+        &self.event_type
+    }
 }
 
 #[cfg(test)]

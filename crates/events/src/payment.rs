@@ -53,4 +53,8 @@ impl Event for PaymentProcessed {
         }
         Ok(())
     }
+
+    fn event_type(&self) -> &str {
+        &self.event_type
+    }
 }

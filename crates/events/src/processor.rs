@@ -74,6 +74,10 @@ impl Event for NumberProcessed {
     fn validate(&self) -> Result<(), ValidationError> {
         Ok(())
     }
+
+    fn event_type(&self) -> &str {
+        &self.event_type
+    }
 }
 
 /// One user's payments in one closed one-minute window (by the payments' `occurred_at`).
@@ -106,6 +110,10 @@ impl Event for PaymentWindowClosed {
     fn validate(&self) -> Result<(), ValidationError> {
         Ok(())
     }
+
+    fn event_type(&self) -> &str {
+        &self.event_type
+    }
 }
 
 /// One username's login attempts in one closed one-minute window (by the events' `occurred_at`).
@@ -135,6 +143,10 @@ impl Event for LoginWindowClosed {
 
     fn validate(&self) -> Result<(), ValidationError> {
         Ok(())
+    }
+
+    fn event_type(&self) -> &str {
+        &self.event_type
     }
 }
 

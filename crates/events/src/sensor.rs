@@ -73,6 +73,10 @@ impl Event for SensorReading {
     fn validate(&self) -> Result<(), ValidationError> {
         validate_values(self.temperature, self.humidity)
     }
+
+    fn event_type(&self) -> &str {
+        &self.event_type
+    }
 }
 
 /// What an alert watches.
@@ -144,6 +148,10 @@ impl Event for SensorAlert {
 
     fn validate(&self) -> Result<(), ValidationError> {
         Ok(())
+    }
+
+    fn event_type(&self) -> &str {
+        self.event_type.as_str()
     }
 }
 
