@@ -35,7 +35,7 @@ use futures::StreamExt;
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use system_tests::procfs::{cpu_seconds, rss_kib, sample_peaks};
+use system_tests::procfs::{cpu_seconds, peak_rss_kib, rss_kib, sample_peaks};
 use system_tests::service::partitions_shared_by;
 use system_tests::topics::{Writer, read_all};
 use system_tests::{Broker, Service, eventually};
@@ -150,6 +150,8 @@ struct Straight {
     written_ms: f64,
     last_payment_ms: f64,
     last_notification_ms: f64,
+    /// Payment's and notification's highest resident memory (`VmHWM`), start-up included.
+    peak_rss_mib: [f64; 2],
 }
 
 /// The saturating run through the API.
@@ -374,6 +376,8 @@ async fn run_straight(test: &str, broker: &Broker, env: &[(&str, &str)]) -> Stra
         written_ms: since(written),
         last_payment_ms,
         last_notification_ms,
+        peak_rss_mib: [&payment, &notification]
+            .map(|s| peak_rss_kib(s.pid()).unwrap_or(0) as f64 / 1024.0),
     }
 }
 
@@ -781,6 +785,10 @@ fn print_tables(r: &Results) {
         peer_steady_broker,
         r.steady_project.broker_cpu_ms_per_1000,
         "",
+    );
+    let [payment_mib, notification_mib] = r.straight_project.peak_rss_mib;
+    println!(
+        "| peak resident memory, payment / notification, straight run, MiB | – | {payment_mib:.1} / {notification_mib:.1} | – | < 40 |"
     );
     if let Some(one) = r.payment_scaling.first() {
         println!(

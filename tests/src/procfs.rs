@@ -4,10 +4,20 @@ use std::sync::OnceLock;
 
 /// Resident set size in KiB (`VmRSS`).
 pub fn rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmRSS:")
+}
+
+/// The highest resident set size the process has had, in KiB (`VmHWM`): exact, where sampling
+/// `VmRSS` can miss a short peak.
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmHWM:")
+}
+
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
@@ -64,6 +74,7 @@ mod tests {
     fn reads_this_process() {
         let pid = std::process::id();
         assert!(rss_kib(pid).is_some_and(|k| k > 0));
+        assert!(peak_rss_kib(pid).is_some_and(|k| k >= rss_kib(pid).unwrap_or(0)));
         assert!(cpu_seconds(pid).is_some_and(|s| s >= 0.0));
     }
 }
