@@ -12,7 +12,7 @@ pub mod telemetry;
 
 use config::{ConfigError, Env};
 use http::{Readiness, Server};
-use kafka::{KafkaConfig, ProducerDefaults};
+use kafka::{ClientDefaults, KafkaConfig};
 use metrics::Metrics;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -33,16 +33,16 @@ pub struct ServiceConfig {
 
 impl ServiceConfig {
     pub fn from_env(env: &Env, service: &str) -> Result<Self, ConfigError> {
-        Self::from_env_with(env, service, ProducerDefaults::default())
+        Self::from_env_with(env, service, ClientDefaults::default())
     }
 
-    /// As [`ServiceConfig::from_env`], for a service whose producer defaults differ.
+    /// As [`ServiceConfig::from_env`], for a service whose client defaults differ.
     pub fn from_env_with(
         env: &Env,
         service: &str,
-        producer: ProducerDefaults,
+        defaults: ClientDefaults,
     ) -> Result<Self, ConfigError> {
-        let kafka = KafkaConfig::from_env_with(env, service, producer)?;
+        let kafka = KafkaConfig::from_env_with(env, service, defaults)?;
         let shutdown_timeout = env.millis("SHUTDOWN_TIMEOUT_MS", Duration::from_secs(25))?;
         // Drain the lanes, commit, flush the producer (bounded by the delivery timeout).
         let needed = kafka.drain_timeout + kafka::COMMIT_BUDGET + kafka.delivery_timeout;

@@ -24,7 +24,9 @@ use futures::StreamExt;
 use hub::{Hub, HubConfig, HubMetrics, Update};
 use platform::config::{ConfigError, Env};
 use platform::http::ApiError;
-use platform::kafka::{HandleError, Handler, KafkaConfig, RecordMeta, Rejection, reader};
+use platform::kafka::{
+    ClientDefaults, HandleError, Handler, KafkaConfig, RecordMeta, Rejection, reader,
+};
 use platform::{Api, ConsumerService, ServiceConfig};
 use prometheus::{
     register_histogram_with_registry, register_int_counter_with_registry,
@@ -41,6 +43,14 @@ use tokio_util::sync::CancellationToken;
 use view::Limits;
 
 pub const SERVICE: &str = "dashboard";
+
+/// 1,024 records in flight, not the default 4,096: a reading is finished once it is framed,
+/// without waiting on the broker, so more would only cost memory (draining 200,000 readings the
+/// dashboard peaked at 61.7 MiB with 1,024 and 70.4 MiB with 4,096, at the same rate).
+const CLIENT_DEFAULTS: ClientDefaults = ClientDefaults {
+    max_in_flight: 1024,
+    linger: ClientDefaults::DEFAULT_LINGER,
+};
 
 /// How often idle event streams get a keepalive comment.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
@@ -68,7 +78,7 @@ impl Config {
             env.checked(var, default, "a positive whole number", |n: &usize| *n > 0)
         };
         Ok(Self {
-            service: ServiceConfig::from_env(env, SERVICE)?,
+            service: ServiceConfig::from_env_with(env, SERVICE, CLIENT_DEFAULTS)?,
             http_addr: env.addr("HTTP_ADDR", "0.0.0.0:8080")?,
             hub: HubConfig {
                 limits: Limits {

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use events::{SensorReading, topics};
 use platform::config::{ConfigError, Env};
 use platform::http::{ApiError, JsonBody};
-use platform::kafka::{ProducerDefaults, Publisher};
+use platform::kafka::{ClientDefaults, Publisher};
 use platform::{Runtime, ServiceConfig};
 use prometheus::{IntCounterVec, register_int_counter_vec_with_registry};
 use serde::Deserialize;
@@ -73,8 +73,9 @@ impl Config {
             service: ServiceConfig::from_env_with(
                 env,
                 SERVICE,
-                ProducerDefaults {
+                ClientDefaults {
                     linger: DEFAULT_LINGER,
+                    ..ClientDefaults::default()
                 },
             )?,
             http_addr: env.addr("HTTP_ADDR", "0.0.0.0:8080")?,
