@@ -93,7 +93,9 @@ pub struct ClientDefaults {
 }
 
 impl ClientDefaults {
+    /// The producers' linger unless a service says otherwise (see `producer_config`).
     pub const DEFAULT_LINGER: Duration = Duration::from_millis(10);
+    /// The in-flight bound unless a service says otherwise.
     pub const DEFAULT_MAX_IN_FLIGHT: usize = 4096;
 }
 
@@ -340,7 +342,7 @@ impl KafkaConfig {
 /// drained in tens of milliseconds, so with the default a backlogged partition sat idle for most
 /// of each second: payment draining 100,000 orders stalled for 250-750 ms at a time and averaged
 /// 27,000 orders/s, and with 10 ms it ran without a pause at about 65,000/s
-/// (docs/benchmarks.md, "The fetch queue's backoff"). The cost is a timer per full partition.
+/// (docs/benchmarks.md, "Runs by hand after `3c1c738`"). The cost is a timer per full partition.
 const FETCH_QUEUE_BACKOFF_MS: &str = "10";
 
 fn ms(d: Duration) -> String {
@@ -464,6 +466,36 @@ mod tests {
             "payment",
         );
         assert!(ok.is_ok(), "{ok:?}");
+    }
+
+    #[test]
+    fn a_services_client_defaults_apply_unless_the_environment_overrides_them() {
+        let defaults = ClientDefaults {
+            linger: Duration::from_millis(20),
+            max_in_flight: 64,
+        };
+        let bootstrap = ("KAFKA_BOOTSTRAP_SERVERS", "k:9092");
+        let c = KafkaConfig::from_env_with(&env(&[bootstrap]), "svc", defaults).expect("valid");
+        assert_eq!((c.linger, c.max_in_flight), (Duration::from_millis(20), 64));
+        let c = KafkaConfig::from_env_with(
+            &env(&[
+                bootstrap,
+                ("KAFKA_LINGER_MS", "3"),
+                ("KAFKA_MAX_IN_FLIGHT", "9"),
+            ]),
+            "svc",
+            defaults,
+        )
+        .expect("valid");
+        assert_eq!((c.linger, c.max_in_flight), (Duration::from_millis(3), 9));
+        let c = KafkaConfig::from_env(&env(&[bootstrap]), "svc").expect("valid");
+        assert_eq!(
+            (c.linger, c.max_in_flight),
+            (
+                ClientDefaults::DEFAULT_LINGER,
+                ClientDefaults::DEFAULT_MAX_IN_FLIGHT
+            )
+        );
     }
 
     #[test]

@@ -17,9 +17,9 @@
 //! **In-flight bound.** Every record taken and not yet finished holds one of
 //! `KAFKA_MAX_IN_FLIGHT` permits shared by the member's lanes. When they are all taken, lanes stop
 //! taking records; librdkafka's per-partition prefetch (`queued.max.messages.kbytes`) then fills
-//! and fetching stops, so memory stays bounded under any backlog. A full prefetch is fetched again
-//! 10 ms after it has room (`fetch.queue.backoff.ms`; librdkafka's second left a drained lane
-//! idle). Since a record is held until its outputs are acknowledged, the bound divided by that
+//! and fetching stops, so memory stays bounded under any backlog. While a partition's prefetch is
+//! full, librdkafka looks again every 10 ms (`fetch.queue.backoff.ms`; its default second left
+//! lanes that had drained their queue idle). Since a record is held until its outputs are acknowledged, the bound divided by that
 //! wait is the most a member can handle per second: size it for the broker's round trip.
 //!
 //! **Outputs.** A handler publishes its outputs and awaits their acknowledgements, but the lane
