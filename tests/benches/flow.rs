@@ -21,8 +21,9 @@
 //!    load generator's reader only counts, and waits 500 ms so as not to load the broker.
 //! 4. CPU per 1,000 orders: order + payment + notification (the peer: its three processes,
 //!    start-up included), saturated and at the steady rate, and each service's resident memory,
-//!    idle and peak. The broker's own CPU per 1,000 orders beside it, for both sides: what each
-//!    side's clients cost the broker they share the machine with.
+//!    idle and peak (and payment's and notification's peak in the straight run). The broker's
+//!    own CPU per 1,000 orders beside it, for both sides: what each side's clients cost the
+//!    broker they share the machine with.
 //!    Then where the whole machine's CPU went in the saturated runs (the services, the harness
 //!    writing or loading them, the broker), and the throughput that much CPU per order allows on
 //!    the machine's cores.
