@@ -44,14 +44,6 @@ use view::Limits;
 
 pub const SERVICE: &str = "dashboard";
 
-/// 1,024 records in flight, not the default 4,096: a reading is finished once it is framed,
-/// without waiting on the broker, so more would only cost memory (draining 200,000 readings the
-/// dashboard peaked at 61.7 MiB with 1,024 and 70.4 MiB with 4,096, at the same rate).
-const CLIENT_DEFAULTS: ClientDefaults = ClientDefaults {
-    max_in_flight: 1024,
-    linger: ClientDefaults::DEFAULT_LINGER,
-};
-
 /// How often idle event streams get a keepalive comment.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
 /// The longest reading `sensor-alerts` from its start may take on an assignment.
@@ -78,7 +70,11 @@ impl Config {
             env.checked(var, default, "a positive whole number", |n: &usize| *n > 0)
         };
         Ok(Self {
-            service: ServiceConfig::from_env_with(env, SERVICE, CLIENT_DEFAULTS)?,
+            service: ServiceConfig::from_env_with(
+                env,
+                SERVICE,
+                ClientDefaults::RECORDS_FINISH_AT_ONCE,
+            )?,
             http_addr: env.addr("HTTP_ADDR", "0.0.0.0:8080")?,
             hub: HubConfig {
                 limits: Limits {

@@ -97,6 +97,15 @@ impl ClientDefaults {
     pub const DEFAULT_LINGER: Duration = Duration::from_millis(10);
     /// The in-flight bound unless a service says otherwise.
     pub const DEFAULT_MAX_IN_FLIGHT: usize = 4096;
+
+    /// For a consumer whose records finish without waiting on the broker (the dashboard frames a
+    /// reading, alerting rarely has an output): 1,024 in flight, since more would only cost memory
+    /// (draining 200,000 readings the dashboard peaked at 61.7 MiB with 1,024 and 70.4 MiB with
+    /// 4,096, at the same rate, and alerting ran as fast).
+    pub const RECORDS_FINISH_AT_ONCE: Self = Self {
+        linger: Self::DEFAULT_LINGER,
+        max_in_flight: 1024,
+    };
 }
 
 impl Default for ClientDefaults {

@@ -19,8 +19,9 @@
 //! taking records; librdkafka's per-partition prefetch (`queued.max.messages.kbytes`) then fills
 //! and fetching stops, so memory stays bounded under any backlog. While a partition's prefetch is
 //! full, librdkafka looks again every 10 ms (`fetch.queue.backoff.ms`; its default second left
-//! lanes that had drained their queue idle). Since a record is held until its outputs are acknowledged, the bound divided by that
-//! wait is the most a member can handle per second: size it for the broker's round trip.
+//! lanes that had drained their queue idle). Since a record is held until its outputs are
+//! acknowledged, the bound divided by that wait is the most a member can handle per second: size
+//! it for the broker's round trip.
 //!
 //! **Outputs.** A handler publishes its outputs and awaits their acknowledgements, but the lane
 //! does not wait for one record before taking the next: many records' outputs are in flight at
